@@ -1,0 +1,135 @@
+//! The crate's single error type.
+
+use candle_core::DType;
+
+use crate::quant::ScaleDType;
+
+/// Everything that can go wrong in quantlens.
+///
+/// Variants name the bad input so that a caller (or a report) can say what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A bit width outside what the scheme supports.
+    #[error("{scheme} supports bit widths {min}..={max}, got {bits}")]
+    InvalidBits {
+        /// The requested bit width.
+        bits: u8,
+        /// Smallest supported width.
+        min: u8,
+        /// Largest supported width.
+        max: u8,
+        /// The scheme that refused it.
+        scheme: &'static str,
+    },
+
+    /// A group size of zero.
+    #[error("group size must be at least 1, got {group_size}")]
+    InvalidGroupSize {
+        /// The requested group size.
+        group_size: usize,
+    },
+
+    /// A group size that does not divide the dimension groups run along.
+    #[error("group size {group_size} does not divide in_features = {in_features}")]
+    GroupSizeMismatch {
+        /// The requested group size.
+        group_size: usize,
+        /// The length of the dimension groups run along (the last one).
+        in_features: usize,
+    },
+
+    /// A tensor of the wrong rank.
+    #[error("{what} must have rank {expected}, got shape {shape:?}")]
+    RankMismatch {
+        /// What the tensor was meant to be ("weight matrix", …).
+        what: &'static str,
+        /// The rank that was needed.
+        expected: usize,
+        /// The shape that came in.
+        shape: Vec<usize>,
+    },
+
+    /// A tensor (or a dimension of it) with no elements.
+    #[error("{what} is empty (shape {shape:?})")]
+    EmptyTensor {
+        /// What the tensor was meant to be.
+        what: &'static str,
+        /// The shape that came in.
+        shape: Vec<usize>,
+    },
+
+    /// A dtype the operation does not accept.
+    #[error("{what} must be f32, f16 or bf16, got {dtype:?}")]
+    UnsupportedDType {
+        /// What the tensor was meant to be.
+        what: &'static str,
+        /// The dtype that came in.
+        dtype: DType,
+    },
+
+    /// NaN or ±Inf in data that must be finite.
+    #[error("{what} contains {count} non-finite value(s) (NaN or Inf); first at flat index {first_index}")]
+    NonFinite {
+        /// What the data was meant to be.
+        what: &'static str,
+        /// How many values are NaN or infinite.
+        count: usize,
+        /// Row-major index of the first one.
+        first_index: usize,
+    },
+
+    /// A quantization scale that the chosen scale dtype cannot hold.
+    #[error(
+        "group {group}: scale {scale:e} does not fit in {dtype:?}; use ScaleDType::F32 for weights of this magnitude"
+    )]
+    ScaleOutOfRange {
+        /// Index of the group whose scale overflowed.
+        group: usize,
+        /// The scale as computed in f32 (may be infinite).
+        scale: f32,
+        /// The storage dtype that could not hold it.
+        dtype: ScaleDType,
+    },
+
+    /// The operation has no kernel on this device yet.
+    #[error("{op} is not available on {device}: {hint}")]
+    UnsupportedDevice {
+        /// The operation.
+        op: &'static str,
+        /// The device, as Candle prints it.
+        device: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+
+    /// A configuration that is well-formed but not supported.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(String),
+
+    /// Parts of a quantized tensor that do not fit together (lengths, code ranges).
+    #[error("inconsistent quantized tensor: {0}")]
+    InconsistentParts(String),
+
+    /// A data sample too small (or empty) for the estimate asked of it.
+    #[error("{what}: need at least {needed} value(s), got {got}")]
+    TooFewSamples {
+        /// Which sample.
+        what: &'static str,
+        /// The minimum size.
+        needed: usize,
+        /// The size that came in.
+        got: usize,
+    },
+
+    /// Shapes of two inputs that must agree.
+    #[error("shape mismatch: {0}")]
+    ShapeMismatch(String),
+
+    /// An error from Candle itself.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+/// `Result` with [`enum@Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

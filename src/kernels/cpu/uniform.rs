@@ -1,0 +1,386 @@
+//! Uniform and sign quantization on the CPU.
+//!
+//! Work is split into tasks of whole groups (small groups: one pass, the group is reduced and
+//! encoded while it sits in L1) or of fixed element ranges (groups too large for cache: the
+//! group statistics are reduced first, in parallel, then the elements are encoded). Every task
+//! boundary falls on a multiple of eight codes, so tasks write disjoint whole bytes of the
+//! packed stream. The arithmetic lives in [`crate::quant::grid`].
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::kernels::multiversion::multiversion;
+use crate::kernels::{Fault, HostSlice, UniformJob, UniformParts};
+use crate::quant::grid::{UniformParams, store_scale_nearest, uniform_draw};
+use crate::quant::packing::{pack_into, packed_len, unpack_from};
+use crate::quant::{QuantFormat, QuantizedTensor, Rounding};
+
+/// Elements per parallel task: big enough to amortise scheduling, small enough for L2.
+const TASK_ELEMS: usize = 32 * 1024;
+/// Groups up to this length are reduced and encoded in a single pass over memory.
+const FUSE_MAX: usize = 64 * 1024;
+
+/// Summary of a run of values.
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    min: f32,
+    max: f32,
+    finite: bool,
+    /// Σ|x|, only for sign quantization.
+    sum_abs: f64,
+}
+
+impl Stats {
+    fn merge(self, o: Stats) -> Stats {
+        Stats {
+            min: self.min.min(o.min),
+            max: self.max.max(o.max),
+            finite: self.finite && o.finite,
+            sum_abs: self.sum_abs + o.sum_abs,
+        }
+    }
+}
+
+/// How one group turns values into codes.
+#[derive(Debug, Clone, Copy)]
+enum Coder {
+    Uniform(UniformParams),
+    Sign { scale: f32 },
+}
+
+impl Coder {
+    fn from_stats(s: &Stats, len: usize, job: &UniformJob, group: usize) -> Result<Self, Fault> {
+        if !s.finite {
+            return Err(Fault::NonFinite);
+        }
+        let overflow = Fault::ScaleOverflow { group };
+        match job.format {
+            QuantFormat::Uniform { bits, symmetric } => {
+                UniformParams::from_range(s.min, s.max, bits, symmetric, job.scale_dtype)
+                    .map(Coder::Uniform)
+                    .ok_or(overflow)
+            }
+            QuantFormat::Sign => store_scale_nearest((s.sum_abs / len as f64) as f32, job.scale_dtype)
+                .map(|scale| Coder::Sign { scale })
+                .ok_or(overflow),
+        }
+    }
+
+    fn scale_and_zero(&self) -> (f32, u8) {
+        match *self {
+            Coder::Uniform(p) => (p.scale, p.zero as u8),
+            Coder::Sign { scale } => (scale, 0),
+        }
+    }
+
+    /// Encode `x` (whose first element has flat index `base`) into `out`.
+    fn encode(&self, x: &[f32], rounding: Rounding, base: usize, out: &mut [u8]) {
+        match (self, rounding) {
+            (Coder::Uniform(p), Rounding::Nearest) => encode_nearest(x, p, out),
+            (Coder::Uniform(p), Rounding::Stochastic { seed }) => {
+                encode_stochastic(x, p, seed, base as u64, out)
+            }
+            (Coder::Sign { .. }, _) => encode_sign(x, out),
+        }
+    }
+}
+
+multiversion! {
+    /// Min, max and finiteness of `x`, in eight independent lanes so it vectorises.
+    fn reduce(x: &[f32]) -> Stats {
+        let mut mn = [f32::INFINITY; 8];
+        let mut mx = [f32::NEG_INFINITY; 8];
+        // x·0 is 0 for finite x and NaN for NaN or ±Inf, so a NaN here means "not finite".
+        let mut poison = [0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for k in 0..8 {
+                let v = c[k];
+                mn[k] = if v < mn[k] { v } else { mn[k] };
+                mx[k] = if v > mx[k] { v } else { mx[k] };
+                poison[k] += v * 0.0;
+            }
+        }
+        for (k, &v) in rest.iter().enumerate() {
+            mn[k] = if v < mn[k] { v } else { mn[k] };
+            mx[k] = if v > mx[k] { v } else { mx[k] };
+            poison[k] += v * 0.0;
+        }
+        Stats {
+            min: mn.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
+            max: mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+            finite: poison.iter().all(|p| *p == 0.0),
+            sum_abs: 0.0,
+        }
+    }
+}
+
+multiversion! {
+    /// Σ|x| in f64, eight lanes, for the sign scale mean|w|.
+    fn sum_abs(x: &[f32]) -> f64 {
+        let mut acc = [0f64; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for k in 0..8 {
+                acc[k] += c[k].abs() as f64;
+            }
+        }
+        for (k, &v) in rest.iter().enumerate() {
+            acc[k] += v.abs() as f64;
+        }
+        acc.iter().sum()
+    }
+}
+
+multiversion! {
+    fn encode_nearest(x: &[f32], p: &UniformParams, out: &mut [u8]) {
+        let p = *p;
+        for (o, &w) in out.iter_mut().zip(x) {
+            *o = p.encode_nearest(w);
+        }
+    }
+}
+
+multiversion! {
+    fn encode_stochastic(x: &[f32], p: &UniformParams, seed: u64, base: u64, out: &mut [u8]) {
+        let p = *p;
+        for (i, (o, &w)) in out.iter_mut().zip(x).enumerate() {
+            *o = p.encode_stochastic(w, uniform_draw(seed, base + i as u64));
+        }
+    }
+}
+
+multiversion! {
+    fn encode_sign(x: &[f32], out: &mut [u8]) {
+        for (o, &w) in out.iter_mut().zip(x) {
+            *o = (w >= 0.0) as u8;
+        }
+    }
+}
+
+multiversion! {
+    fn decode_uniform(q: &[u8], scale: f32, zero: i32, out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(q) {
+            *o = UniformParams::decode(scale, zero, c);
+        }
+    }
+}
+
+multiversion! {
+    fn decode_sign(q: &[u8], scale: f32, out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(q) {
+            *o = (2 * c as i32 - 1) as f32 * scale;
+        }
+    }
+}
+
+fn stats_of(x: &[f32], sign: bool) -> Stats {
+    let mut s = reduce(x);
+    if sign {
+        s.sum_abs = sum_abs(x);
+    }
+    s
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Quantize every group of `src`.
+pub(crate) fn quantize(src: &HostSlice, job: &UniformJob) -> Result<UniformParts, Fault> {
+    let n = src.len();
+    let bits = job.format.code_bits();
+    let groups = n / job.group_len;
+    let mut parts = UniformParts {
+        codes: vec![0u8; packed_len(n, bits)],
+        scales: vec![0f32; groups],
+        zeros: vec![0u8; groups],
+    };
+    if job.group_len <= FUSE_MAX {
+        quantize_fused(src, job, &mut parts)?;
+    } else {
+        quantize_two_pass(src, job, &mut parts)?;
+    }
+    Ok(parts)
+}
+
+/// Small groups: each task takes whole groups, reduces and encodes each while it is in cache.
+fn quantize_fused(src: &HostSlice, job: &UniformJob, parts: &mut UniformParts) -> Result<(), Fault> {
+    let g = job.group_len;
+    let bits = job.format.code_bits() as usize;
+    let sign = job.format == QuantFormat::Sign;
+    // Groups per task: a multiple of `unit` so a task covers a multiple of 8 codes.
+    let unit = 8 / gcd(g, 8);
+    let per_task = (TASK_ELEMS / g).max(1).div_ceil(unit) * unit;
+    let bytes_per_task = per_task * g * bits / 8;
+    parts
+        .codes
+        .par_chunks_mut(bytes_per_task)
+        .zip(parts.scales.par_chunks_mut(per_task))
+        .zip(parts.zeros.par_chunks_mut(per_task))
+        .enumerate()
+        .try_for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, qbuf), (task, ((bytes, scales), zeros))| {
+                let g0 = task * per_task;
+                let e0 = g0 * g;
+                let ne = scales.len() * g;
+                let x = src.f32_range(e0..e0 + ne, scratch);
+                qbuf.resize(ne, 0u8);
+                for (j, (s, z)) in scales.iter_mut().zip(zeros.iter_mut()).enumerate() {
+                    let xs = &x[j * g..(j + 1) * g];
+                    let coder = Coder::from_stats(&stats_of(xs, sign), g, job, g0 + j)?;
+                    (*s, *z) = coder.scale_and_zero();
+                    coder.encode(xs, job.rounding, e0 + j * g, &mut qbuf[j * g..(j + 1) * g]);
+                }
+                pack_into(&qbuf[..ne], bits as u8, bytes);
+                Ok(())
+            },
+        )
+}
+
+/// Large groups: reduce each group in parallel chunks, then encode fixed element ranges.
+fn quantize_two_pass(
+    src: &HostSlice,
+    job: &UniformJob,
+    parts: &mut UniformParts,
+) -> Result<(), Fault> {
+    let g = job.group_len;
+    let bits = job.format.code_bits() as usize;
+    let sign = job.format == QuantFormat::Sign;
+    let mut coders = Vec::with_capacity(parts.scales.len());
+    for group in 0..parts.scales.len() {
+        let start = group * g;
+        // Chunk boundaries depend only on the data size, and partial results merge in order,
+        // so the sums (and hence the bytes) do not depend on the number of threads.
+        let partial: Vec<Stats> = (start..start + g)
+            .into_par_iter()
+            .step_by(TASK_ELEMS)
+            .map_init(Vec::new, |scratch, s| {
+                let e = (s + TASK_ELEMS).min(start + g);
+                stats_of(src.f32_range(s..e, scratch), sign)
+            })
+            .collect();
+        let stats = partial
+            .into_iter()
+            .reduce(Stats::merge)
+            .expect("a group has at least one chunk");
+        let coder = Coder::from_stats(&stats, g, job, group)?;
+        (parts.scales[group], parts.zeros[group]) = coder.scale_and_zero();
+        coders.push(coder);
+    }
+    parts
+        .codes
+        .par_chunks_mut(TASK_ELEMS * bits / 8)
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scratch, qbuf), (task, bytes)| {
+                let e0 = task * TASK_ELEMS;
+                let e1 = (e0 + TASK_ELEMS).min(src.len());
+                let x = src.f32_range(e0..e1, scratch);
+                qbuf.resize(e1 - e0, 0u8);
+                let mut e = e0;
+                while e < e1 {
+                    let group = e / g;
+                    let end = ((group + 1) * g).min(e1);
+                    let (a, b) = (e - e0, end - e0);
+                    coders[group].encode(&x[a..b], job.rounding, e, &mut qbuf[a..b]);
+                    e = end;
+                }
+                pack_into(qbuf, bits as u8, bytes);
+            },
+        );
+    Ok(())
+}
+
+/// Output element types of dequantization.
+pub(crate) trait OutElem: candle_core::WithDType + Copy + Send + Sync {
+    /// Write f32 values into `dst` (converted if needed); `Some(dst)` for f32 itself, to decode
+    /// straight into the output.
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]>;
+    fn convert(dst: &mut [Self], src: &[f32]);
+}
+
+impl OutElem for f32 {
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
+        Some(dst)
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src)
+    }
+}
+impl OutElem for f16 {
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.convert_from_f32_slice(src)
+    }
+}
+impl OutElem for bf16 {
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.convert_from_f32_slice(src)
+    }
+}
+
+/// Decode every element of `q` into a host tensor of element type `T`.
+pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core::Tensor> {
+    let n = q.numel();
+    let g = q.group_len();
+    let bits = q.format().code_bits();
+    let scales = q.scales().to_f32_vec();
+    let zeros: Vec<i32> = match q.zeros() {
+        Some(z) => z.unpack().into_iter().map(i32::from).collect(),
+        None => vec![q.zero_point(0).unwrap_or(0); q.num_groups()],
+    };
+    let sign = q.format() == QuantFormat::Sign;
+    let bytes = q.codes().bytes();
+    let mut out = vec![T::zero(); n];
+    out.par_chunks_mut(TASK_ELEMS).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(qbuf, fbuf): &mut (Vec<u8>, Vec<f32>), (task, dst)| {
+            let e0 = task * TASK_ELEMS;
+            let ne = dst.len();
+            qbuf.resize(ne, 0u8);
+            let b0 = e0 * bits as usize / 8;
+            unpack_from(&bytes[b0..b0 + packed_len(ne, bits)], bits, qbuf);
+            let direct = T::as_f32_mut(dst);
+            let is_direct = direct.is_some();
+            let f: &mut [f32] = match direct {
+                Some(d) => d,
+                None => {
+                    fbuf.resize(ne, 0.0);
+                    fbuf
+                }
+            };
+            let mut e = e0;
+            while e < e0 + ne {
+                let group = e / g;
+                let end = ((group + 1) * g).min(e0 + ne);
+                let (a, b) = (e - e0, end - e0);
+                if sign {
+                    decode_sign(&qbuf[a..b], scales[group], &mut f[a..b]);
+                } else {
+                    decode_uniform(&qbuf[a..b], scales[group], zeros[group], &mut f[a..b]);
+                }
+                e = end;
+            }
+            if !is_direct {
+                T::convert(dst, fbuf);
+            }
+        },
+    );
+    Ok(candle_core::Tensor::from_vec(
+        out,
+        q.shape(),
+        &candle_core::Device::Cpu,
+    )?)
+}

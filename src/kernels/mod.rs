@@ -1,0 +1,122 @@
+//! Hot loops, dispatched on the tensor's [`Device`].
+//!
+//! Quantizers describe *what* to compute (a [`UniformJob`]); this module picks *where*: the
+//! backend of the weight's device for quantization, of the target device for dequantization.
+//! A quantizer never names a backend. The CPU backend lives in [`cpu`]; the CUDA issue adds a
+//! `cuda` backend here without touching any quantizer.
+
+pub(crate) mod cpu;
+mod host;
+mod multiversion;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::quant::{PackedCodes, QuantFormat, QuantizedTensor, Rounding, ScaleDType, Scales};
+
+pub(crate) use host::HostSlice;
+
+/// One uniform (or sign) quantization of a whole tensor, as a kernel sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UniformJob {
+    pub format: QuantFormat,
+    /// Consecutive row-major elements that share a scale.
+    pub group_len: usize,
+    pub rounding: Rounding,
+    pub scale_dtype: ScaleDType,
+}
+
+/// What a kernel returns: packed codes plus one scale and one zero point per group.
+pub(crate) struct UniformParts {
+    pub codes: Vec<u8>,
+    pub scales: Vec<f32>,
+    pub zeros: Vec<u8>,
+}
+
+/// Why a kernel stopped. Turned into a precise [`Error`] by [`quantize_uniform`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    NonFinite,
+    ScaleOverflow { group: usize },
+}
+
+/// Quantize `weight` (already validated: rank 2, non-empty, float dtype) on its device.
+pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<QuantizedTensor> {
+    let parts = match weight.device() {
+        Device::Cpu => host::with_host_slice(weight, "weight", |src| {
+            cpu::uniform::quantize(&src, job).map_err(|fault| explain_fault(&src, job, fault))
+        })?,
+        other => {
+            return Err(Error::UnsupportedDevice {
+                op: "quantize",
+                device: format!("{:?}", other.location()),
+                hint: "no kernel for this device yet; move the weight with .to_device(&Device::Cpu)",
+            });
+        }
+    };
+    let numel = weight.elem_count();
+    let bits = job.format.code_bits();
+    let codes = PackedCodes::from_bytes(parts.codes, bits, numel)?;
+    let scales = Scales::from_f32(parts.scales, job.scale_dtype);
+    let zeros = match job.format {
+        QuantFormat::Uniform {
+            symmetric: false, ..
+        } => Some(PackedCodes::pack(&parts.zeros, bits)?),
+        _ => None,
+    };
+    QuantizedTensor::from_parts(
+        weight.dims().to_vec(),
+        weight.dtype(),
+        job.format,
+        job.group_len,
+        codes,
+        scales,
+        zeros,
+    )
+}
+
+/// Decode `q` into a `dtype` tensor on `device`.
+pub(crate) fn dequantize(q: &QuantizedTensor, device: &Device, dtype: DType) -> Result<Tensor> {
+    let host = match dtype {
+        DType::F32 => cpu::uniform::dequantize::<f32>(q)?,
+        DType::F16 => cpu::uniform::dequantize::<half::f16>(q)?,
+        DType::BF16 => cpu::uniform::dequantize::<half::bf16>(q)?,
+        other => {
+            return Err(Error::UnsupportedDType {
+                what: "dequantized tensor",
+                dtype: other,
+            });
+        }
+    };
+    // No device kernels yet beyond the CPU: decode on the host, then upload.
+    Ok(match device {
+        Device::Cpu => host,
+        other => host.to_device(other)?,
+    })
+}
+
+/// Turn a kernel fault into an error that names the first bad element or group.
+/// Runs only on failure, sequentially, so the error does not depend on thread timing.
+fn explain_fault(src: &HostSlice, job: &UniformJob, fault: Fault) -> Error {
+    let mut scratch = Vec::new();
+    let x = src.f32_range(0..src.len(), &mut scratch);
+    let mut bad = x.iter().enumerate().filter(|(_, v)| !v.is_finite());
+    if let Some((first_index, _)) = bad.next() {
+        return Error::NonFinite {
+            what: "weight",
+            count: 1 + bad.count(),
+            first_index,
+        };
+    }
+    let group = match fault {
+        Fault::ScaleOverflow { group } => group,
+        Fault::NonFinite => 0,
+    };
+    let g = &x[group * job.group_len..(group + 1) * job.group_len];
+    let absmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+    Error::ScaleOutOfRange {
+        group,
+        scale: absmax,
+        dtype: job.scale_dtype,
+    }
+}

@@ -1,0 +1,97 @@
+//! # quantlens
+//!
+//! Quantize [Candle](https://docs.rs/candle-core) tensors and models, and measure what
+//! quantization does beyond accuracy: how much a model leaks about its training data
+//! (membership inference), how it reacts to perturbation, and how faithful its explanations
+//! stay.
+//!
+//! The crate is built around four small, object-safe traits over [`candle_core::Tensor`]:
+//!
+//! | trait | does | in this release |
+//! |---|---|---|
+//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales) | [`UniformQuantizer`]: RTN at 1–8 bits, any granularity, nearest or stochastic rounding |
+//! | [`Perturbation`] | seeded noise on weights or activations | trait only |
+//! | [`LossProbe`] | model outputs → one loss per sample | trait only |
+//! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | trait and [`MembershipSample`] |
+//!
+//! ```text
+//! weights ─► Quantizer ─► QuantizedTensor ─► dequantize ─► model ─► LossProbe ─► MisEstimator
+//! ```
+//!
+//! ## Quantizing a weight
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use quantlens::{QuantSpec, Quantizer, UniformQuantizer};
+//!
+//! let w = Tensor::randn(0f32, 0.02, (256, 512), &Device::Cpu)?;
+//! let int4 = UniformQuantizer::new(QuantSpec::int4().per_group(128).asymmetric())?;
+//! let qt = int4.quantize(&w, None)?;
+//!
+//! // Real packing: two codes a byte, one f16 scale and one 4-bit zero point per group.
+//! assert_eq!(qt.storage_bytes(), 256 * 512 / 2 + 256 * 4 * (2 + 1) / 2);
+//! println!("{}: {:.3} bits/weight", int4.name(), qt.bits_per_weight()); // 4.156
+//!
+//! // Round to nearest: every weight within half a step of its group's grid.
+//! let w_hat = qt.dequantize(&Device::Cpu)?;
+//! let worst = (&w - &w_hat)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! let max_step = qt.scales().to_f32_vec().into_iter().fold(0f32, f32::max);
+//! assert!(worst <= 0.5 * max_step * 1.0001);
+//! # Ok::<(), quantlens::Error>(())
+//! ```
+//!
+//! ## Conventions
+//!
+//! Weights are `[out_features, in_features]`; groups run along `in_features`. For `b` bits,
+//! symmetric: `scale = absmax / (2^(b−1) − 1)`; asymmetric: `scale = (max − min) / (2^b − 1)`
+//! over the group's range widened to include 0, `zero = round(−min / scale)`; codes
+//! `q = clamp(round(w / scale) + zero, 0, 2^b − 1)` with ties to even; value `scale · (q − zero)`.
+//! Scales are stored in f16 by default (rounded up, so the grid still covers the group).
+//! `storage_bytes()` counts codes, scales and zero points.
+//!
+//! ## Errors
+//!
+//! Every fallible call returns [`Result`] with the single [`enum@Error`] type. Bad input — a
+//! bit width out of range, a group size that does not divide `in_features`, a tensor that is
+//! not a matrix, an empty tensor, an integer dtype, NaN or ±Inf weights — is an error that
+//! names it, never a panic.
+//!
+//! ## Backends
+//!
+//! Hot loops are dispatched on the tensor's [`candle_core::Device`] (module `kernels`): the CPU
+//! kernels use every core (rayon) and vectorise (AVX2 picked at run time). A CUDA backend is
+//! planned behind the `cuda` feature; until then, quantizing a GPU tensor is an error that says
+//! to move it to the CPU, and dequantizing *to* a GPU decodes on the host and uploads.
+//!
+//! ## Testing your own quantizer
+//!
+//! With the `testing` feature, `quantlens::testing` offers proptest strategies for weight
+//! matrices (outliers, constant rows, tiny and huge magnitudes) and a conformance suite any
+//! [`Quantizer`] can run in its own tests.
+//!
+//! ## Not yet
+//!
+//! Non-uniform codebooks, float formats, GPTQ/AWQ/SmoothQuant, models, loss probes and MIS
+//! estimators arrive in later releases; see `docs/status.md` in the repository.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+pub mod error;
+pub(crate) mod kernels;
+pub mod mis;
+pub mod perturb;
+pub mod probe;
+pub mod quant;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
+pub use perturb::Perturbation;
+pub use probe::LossProbe;
+pub use quant::{
+    Calibration, Granularity, PackedCodes, QuantFormat, QuantSpec, QuantizedTensor, Quantizer,
+    Rounding, ScaleDType, Scales, UniformQuantizer,
+};

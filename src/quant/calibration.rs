@@ -1,0 +1,183 @@
+//! Streaming statistics of a linear layer's inputs, for data-aware quantizers.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// Statistics of the inputs `x` of one linear layer, gathered batch by batch without keeping
+/// the activations: the Gram matrix `Σ xᵀx` (accumulated in f64), per-input-channel absmax
+/// and mean |x|, and the number of rows seen.
+///
+/// Data-free quantizers ignore it; GPTQ uses [`hessian`](Self::hessian), AWQ and
+/// SmoothQuant the per-channel statistics.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quantlens::Calibration;
+///
+/// let mut calib = Calibration::new(4);
+/// calib.observe(&Tensor::new(&[[1f32, 0., 0., 2.], [1., 0., 0., 0.]], &Device::Cpu)?)?;
+/// assert_eq!(calib.samples(), 2);
+/// assert_eq!(calib.act_absmax(), &[1.0, 0.0, 0.0, 2.0]);
+/// // H = 2·XᵀX/n: H[0][0] = 2·(1 + 1)/2
+/// assert_eq!(calib.hessian()?.to_vec2::<f32>()?[0][0], 2.0);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    in_features: usize,
+    samples: usize,
+    gram: Vec<f64>,
+    absmax: Vec<f32>,
+    sum_abs: Vec<f64>,
+}
+
+impl Calibration {
+    /// Empty statistics for a layer with `in_features` inputs.
+    pub fn new(in_features: usize) -> Self {
+        Calibration {
+            in_features,
+            samples: 0,
+            gram: vec![0.0; in_features * in_features],
+            absmax: vec![0.0; in_features],
+            sum_abs: vec![0.0; in_features],
+        }
+    }
+
+    /// Number of input features.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Rows (tokens or examples) seen so far.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Add a batch of inputs `[..., in_features]` (leading dimensions are flattened).
+    pub fn observe(&mut self, x: &Tensor) -> Result<()> {
+        let dims = x.dims();
+        if dims.last() != Some(&self.in_features) {
+            return Err(Error::ShapeMismatch(format!(
+                "calibration input {dims:?} does not end in in_features = {}",
+                self.in_features
+            )));
+        }
+        let x = x
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape(((), self.in_features))?;
+        let rows = x.dims()[0];
+        if rows == 0 {
+            return Ok(());
+        }
+        let data = x.to_vec2::<f32>()?;
+        if let Some(i) = data.iter().flatten().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "calibration input",
+                count: data.iter().flatten().filter(|v| !v.is_finite()).count(),
+                first_index: i,
+            });
+        }
+        // The batch Gram matrix in f32 through Candle's matmul, accumulated across batches in f64.
+        let gram = x.t()?.matmul(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        for (acc, g) in self.gram.iter_mut().zip(gram) {
+            *acc += g as f64;
+        }
+        for row in &data {
+            for (j, &v) in row.iter().enumerate() {
+                self.absmax[j] = self.absmax[j].max(v.abs());
+                self.sum_abs[j] += v.abs() as f64;
+            }
+        }
+        self.samples += rows;
+        Ok(())
+    }
+
+    /// Fold in statistics gathered elsewhere (another batch stream or process).
+    pub fn merge(&mut self, other: &Calibration) -> Result<()> {
+        if other.in_features != self.in_features {
+            return Err(Error::ShapeMismatch(format!(
+                "cannot merge calibrations of {} and {} features",
+                self.in_features, other.in_features
+            )));
+        }
+        for (a, b) in self.gram.iter_mut().zip(&other.gram) {
+            *a += b;
+        }
+        for (a, b) in self.absmax.iter_mut().zip(&other.absmax) {
+            *a = a.max(*b);
+        }
+        for (a, b) in self.sum_abs.iter_mut().zip(&other.sum_abs) {
+            *a += b;
+        }
+        self.samples += other.samples;
+        Ok(())
+    }
+
+    /// The Hessian proxy of the layer-wise squared error, `H = 2·XᵀX / n`, as an f32
+    /// `[in_features, in_features]` tensor.
+    pub fn hessian(&self) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.hessian_f64()
+                .into_iter()
+                .map(|v| v as f32)
+                .collect::<Vec<_>>(),
+            (self.in_features, self.in_features),
+            &Device::Cpu,
+        )?)
+    }
+
+    /// `H = 2·XᵀX / n` in f64, row-major.
+    pub fn hessian_f64(&self) -> Vec<f64> {
+        let n = self.samples.max(1) as f64;
+        self.gram.iter().map(|g| 2.0 * g / n).collect()
+    }
+
+    /// Per-input-channel max |x|.
+    pub fn act_absmax(&self) -> &[f32] {
+        &self.absmax
+    }
+
+    /// Per-input-channel mean |x| (zeros before any sample).
+    pub fn act_mean_abs(&self) -> Vec<f32> {
+        let n = self.samples.max(1) as f64;
+        self.sum_abs.iter().map(|s| (s / n) as f32).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streaming_matches_naive_f64() {
+        let x = Tensor::randn(0f32, 1.0, (37, 5), &Device::Cpu).unwrap();
+        let rows = x.to_vec2::<f32>().unwrap();
+        let mut a = Calibration::new(5);
+        a.observe(&x.narrow(0, 0, 20).unwrap()).unwrap();
+        let mut b = Calibration::new(5);
+        b.observe(&x.narrow(0, 20, 17).unwrap()).unwrap();
+        a.merge(&b).unwrap();
+        assert_eq!(a.samples(), 37);
+        let h = a.hessian_f64();
+        for i in 0..5 {
+            for j in 0..5 {
+                let naive: f64 = rows.iter().map(|r| r[i] as f64 * r[j] as f64).sum::<f64>() * 2.0 / 37.0;
+                assert!((h[i * 5 + j] - naive).abs() < 1e-5 * (1.0 + naive.abs()));
+            }
+            let absmax = rows.iter().map(|r| r[i].abs()).fold(0f32, f32::max);
+            assert_eq!(a.act_absmax()[i], absmax);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_batches() {
+        let mut c = Calibration::new(3);
+        let wrong = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(matches!(c.observe(&wrong), Err(Error::ShapeMismatch(_))));
+        let nan = Tensor::new(&[[0f32, f32::NAN, 1.0]], &Device::Cpu).unwrap();
+        assert!(matches!(c.observe(&nan), Err(Error::NonFinite { first_index: 1, .. })));
+        assert!(c.merge(&Calibration::new(2)).is_err());
+    }
+}
