@@ -255,6 +255,33 @@ impl QuantizedTensor {
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         self.dequantize_to(device, self.dtype)
     }
+    /// Decode into a caller-owned f32 buffer of [`numel`](Self::numel) elements, row-major.
+    ///
+    /// Reusing one buffer across layers avoids allocating (and page-faulting) fresh memory
+    /// for every weight; the values are those of [`dequantize`](Self::dequantize) in f32.
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor};
+    /// use quantlens::{QuantSpec, Quantizer, UniformQuantizer};
+    /// let w = Tensor::randn(0f32, 1.0, (4, 64), &Device::Cpu)?;
+    /// let qt = UniformQuantizer::new(QuantSpec::int8())?.quantize(&w, None)?;
+    /// let mut buf = vec![0f32; qt.numel()];
+    /// qt.dequantize_into(&mut buf)?;
+    /// assert_eq!(buf, qt.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn dequantize_into(&self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.numel() {
+            return Err(Error::ShapeMismatch(format!(
+                "dequantize_into: buffer of {} elements for a tensor of {}",
+                out.len(),
+                self.numel()
+            )));
+        }
+        crate::kernels::cpu::uniform::decode_into(self, out);
+        Ok(())
+    }
+
     /// Decode to a tensor of `dtype` (f32, f16 or bf16) on `device`.
     pub fn dequantize_to(&self, device: &Device, dtype: DType) -> Result<Tensor> {
         crate::kernels::dequantize(self, device, dtype)

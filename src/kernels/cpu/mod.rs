@@ -1,4 +1,7 @@
 //! CPU kernels: rayon over both cores, auto-vectorised inner loops (SSE2 or AVX2), each with a
 //! plain scalar twin in its test module.
 
+mod alloc;
 pub(crate) mod uniform;
+
+pub(crate) use alloc::zeroed_vec;

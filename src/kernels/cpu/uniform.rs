@@ -331,9 +331,19 @@ impl OutElem for bf16 {
     }
 }
 
-/// Decode every element of `q` into a host tensor of element type `T`.
+/// Decode every element of `q` into a new host tensor of element type `T`.
 pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core::Tensor> {
-    let n = q.numel();
+    let mut out = crate::kernels::cpu::zeroed_vec::<T>(q.numel());
+    decode_into(q, &mut out);
+    Ok(candle_core::Tensor::from_vec(
+        out,
+        q.shape(),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// Decode every element of `q` into `out` (`q.numel()` long, checked by callers).
+pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
     let g = q.group_len();
     let bits = q.format().code_bits();
     let scales = q.scales().to_f32_vec();
@@ -343,7 +353,6 @@ pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core:
     };
     let sign = q.format() == QuantFormat::Sign;
     let bytes = q.codes().bytes();
-    let mut out = vec![T::zero(); n];
     out.par_chunks_mut(TASK_ELEMS).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(qbuf, fbuf): &mut (Vec<u8>, Vec<f32>), (task, dst)| {
@@ -378,9 +387,184 @@ pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core:
             }
         },
     );
-    Ok(candle_core::Tensor::from_vec(
-        out,
-        q.shape(),
-        &candle_core::Device::Cpu,
-    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast kernels against their scalar twin: the formulas written out element by element,
+    //! with the standard library's rounding instead of the magic-number trick.
+    use super::*;
+    use crate::quant::grid::store_scale_up;
+    use crate::quant::{ScaleDType, packing::get_code};
+    use proptest::prelude::*;
+
+    struct Reference {
+        codes: Vec<u8>,
+        scales: Vec<f32>,
+        zeros: Vec<u8>,
+    }
+
+    fn reference(x: &[f32], job: &UniformJob) -> Reference {
+        let g = job.group_len;
+        let mut r = Reference {
+            codes: vec![],
+            scales: vec![],
+            zeros: vec![],
+        };
+        for (gi, xs) in x.chunks(g).enumerate() {
+            let min = xs.iter().cloned().fold(f32::INFINITY, f32::min);
+            let max = xs.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            match job.format {
+                QuantFormat::Sign => {
+                    let mean = xs.iter().map(|v| v.abs() as f64).sum::<f64>() / g as f64;
+                    r.scales.push(store_scale_nearest(mean as f32, job.scale_dtype).unwrap());
+                    r.zeros.push(0);
+                    r.codes.extend(xs.iter().map(|&w| (w >= 0.0) as u8));
+                }
+                QuantFormat::Uniform { bits, symmetric } => {
+                    let (scale, zero, lo, hi) = if symmetric {
+                        let qmax = (1 << (bits - 1)) - 1;
+                        let absmax = min.abs().max(max.abs());
+                        let mut s = absmax / qmax as f32;
+                        if s == 0.0 && absmax > 0.0 {
+                            s = f32::from_bits(1);
+                        }
+                        let s = store_scale_up(s, job.scale_dtype).unwrap();
+                        (s, 1 << (bits - 1), -qmax, qmax)
+                    } else {
+                        let qmax = (1 << bits) - 1;
+                        let (lo, hi) = (min.min(0.0), max.max(0.0));
+                        let mut s = (hi - lo) / qmax as f32;
+                        if s == 0.0 && hi > lo {
+                            s = f32::from_bits(1);
+                        }
+                        let s = store_scale_up(s, job.scale_dtype).unwrap();
+                        let z = if s > 0.0 {
+                            (-lo / s).round_ties_even().clamp(0.0, qmax as f32) as i32
+                        } else {
+                            0
+                        };
+                        (s, z, -z, qmax - z)
+                    };
+                    r.scales.push(scale);
+                    r.zeros.push(zero as u8);
+                    for (k, &w) in xs.iter().enumerate() {
+                        let t = if scale > 0.0 { w / scale } else { 0.0 };
+                        let t = t.clamp(lo as f32, hi as f32);
+                        let q = match job.rounding {
+                            Rounding::Nearest => t.round_ties_even() as i32,
+                            Rounding::Stochastic { seed } => {
+                                let u = uniform_draw(seed, (gi * g + k) as u64);
+                                ((t + u).floor() as i32).clamp(lo, hi)
+                            }
+                        };
+                        r.codes.push((q + zero) as u8);
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn gaussianish(n: usize, seed: u64) -> Vec<f32> {
+        (0..n as u64)
+            .map(|i| {
+                let u = uniform_draw(seed, 3 * i) + uniform_draw(seed, 3 * i + 1)
+                    + uniform_draw(seed, 3 * i + 2);
+                (u - 1.5) * 2.0
+            })
+            .collect()
+    }
+
+    fn check_against_reference(x: &[f32], job: &UniformJob) {
+        let fast = quantize(&HostSlice::F32(x), job).expect("valid input");
+        let slow = reference(x, job);
+        let bits = job.format.code_bits();
+        let codes: Vec<u8> = (0..x.len()).map(|i| get_code(&fast.codes, bits, i)).collect();
+        assert_eq!(codes, slow.codes, "codes differ for {job:?}");
+        if job.format == QuantFormat::Sign {
+            for (a, b) in fast.scales.iter().zip(&slow.scales) {
+                assert!((a - b).abs() <= 1e-3 * b.abs(), "{a} vs {b}");
+            }
+        } else {
+            assert_eq!(fast.scales, slow.scales, "scales differ for {job:?}");
+            assert_eq!(fast.zeros, slow.zeros, "zeros differ for {job:?}");
+        }
+        // Dequantize against value = scale·(q − zero) computed in f64 (exact, then one rounding).
+        let qt = crate::kernels::quantize_uniform(
+            &candle_core::Tensor::from_slice(x, (1, x.len()), &candle_core::Device::Cpu).unwrap(),
+            job,
+        );
+        if let Ok(qt) = qt {
+            let deq = dequantize::<f32>(&qt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (i, &d) in deq.iter().enumerate() {
+                let g = i / job.group_len;
+                let s = fast.scales[g] as f64;
+                let want = match job.format {
+                    QuantFormat::Sign => (2.0 * codes[i] as f64 - 1.0) * s,
+                    _ => (codes[i] as f64 - qt.zero_point(g).unwrap() as f64) * s,
+                } as f32;
+                assert_eq!(d.to_bits(), want.to_bits(), "element {i}: {d} vs {want}");
+            }
+        }
+    }
+
+    fn job(bits: u8, symmetric: bool, group_len: usize, rounding: Rounding) -> UniformJob {
+        UniformJob {
+            format: if bits == 1 {
+                QuantFormat::Sign
+            } else {
+                QuantFormat::Uniform { bits, symmetric }
+            },
+            group_len,
+            rounding,
+            scale_dtype: ScaleDType::F16,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fused_path_matches_reference(
+            bits in 1u8..=8,
+            symmetric: bool,
+            group_len in 1usize..300,
+            groups in 1usize..40,
+            stochastic: bool,
+            seed: u64,
+        ) {
+            let symmetric = symmetric || bits == 1;
+            let rounding = if stochastic { Rounding::Stochastic { seed } } else { Rounding::Nearest };
+            let x = gaussianish(group_len * groups, seed);
+            check_against_reference(&x, &job(bits, symmetric, group_len, rounding));
+        }
+    }
+
+    #[test]
+    fn two_pass_path_matches_reference() {
+        // Groups longer than FUSE_MAX, element counts not a multiple of 8 or of TASK_ELEMS.
+        let x = gaussianish(2 * (FUSE_MAX + 13), 5);
+        for bits in [1, 3, 4, 8] {
+            for symmetric in [true, false] {
+                let symmetric = symmetric || bits == 1;
+                for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 9 }] {
+                    check_against_reference(&x, &job(bits, symmetric, x.len(), rounding));
+                    check_against_reference(&x, &job(bits, symmetric, x.len() / 2, rounding));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn faults_name_their_cause() {
+        let mut x = gaussianish(256, 1);
+        x[100] = f32::NAN;
+        let j = job(4, true, 64, Rounding::Nearest);
+        assert_eq!(quantize(&HostSlice::F32(&x), &j).err(), Some(Fault::NonFinite));
+        let mut big = gaussianish(256, 1);
+        big[200] = 1e9;
+        assert_eq!(
+            quantize(&HostSlice::F32(&big), &j).err(),
+            Some(Fault::ScaleOverflow { group: 3 })
+        );
+    }
 }
