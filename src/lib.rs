@@ -29,7 +29,8 @@
 //! let qt = int4.quantize(&w, None)?;
 //!
 //! // Real packing: two codes a byte, one f16 scale and one 4-bit zero point per group.
-//! assert_eq!(qt.storage_bytes(), 256 * 512 / 2 + 256 * 4 * (2 + 1) / 2);
+//! let groups = 256 * 512 / 128;
+//! assert_eq!(qt.storage_bytes(), 256 * 512 / 2 + groups * 2 + groups / 2);
 //! println!("{}: {:.3} bits/weight", int4.name(), qt.bits_per_weight()); // 4.156
 //!
 //! // Round to nearest: every weight within half a step of its group's grid.

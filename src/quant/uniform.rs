@@ -30,7 +30,8 @@ use crate::quant::tensor::{QuantFormat, QuantizedTensor};
 /// // scale = 0.4 / 7 (rounded up to f16); codes are q + 8.
 /// assert_eq!(qt.codes().unpack(), vec![10, 1, 12, 8]);
 /// let w_hat = qt.dequantize(&Device::Cpu)?.to_vec2::<f32>()?;
-/// assert!((w_hat[0][1] + 0.4).abs() < 1e-4);
+/// // -7 steps: -0.4 up to the f16 rounding of the scale.
+/// assert!((w_hat[0][1] + 0.4).abs() < 7.0 * 3.1e-5);
 /// # Ok::<(), quantlens::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
