@@ -45,7 +45,10 @@ fn bench(c: &mut Criterion) {
 
     // quantlens
     let schemes = [
-        ("int4-g128-asym", QuantSpec::int4().per_group(128).asymmetric()),
+        (
+            "int4-g128-asym",
+            QuantSpec::int4().per_group(128).asymmetric(),
+        ),
         ("int4-g128-sym", QuantSpec::int4().per_group(128)),
         ("int8-channel-sym", QuantSpec::int8().per_channel()),
     ];
@@ -55,13 +58,17 @@ fn bench(c: &mut Criterion) {
             b.iter(|| q.quantize(black_box(w), None).unwrap())
         });
         let qt = q.quantize(&w, None).unwrap();
-        g.bench_with_input(BenchmarkId::new("quantlens/dequantize", name), &qt, |b, qt| {
-            b.iter(|| qt.dequantize(&Device::Cpu).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("quantlens/dequantize", name),
+            &qt,
+            |b, qt| b.iter(|| qt.dequantize(&Device::Cpu).unwrap()),
+        );
         // Into a reused buffer: the kernel alone, comparable with copy/memcpy.
-        g.bench_with_input(BenchmarkId::new("quantlens/dequantize_into", name), &qt, |b, qt| {
-            b.iter(|| qt.dequantize_into(black_box(&mut dst)).unwrap())
-        });
+        g.bench_with_input(
+            BenchmarkId::new("quantlens/dequantize_into", name),
+            &qt,
+            |b, qt| b.iter(|| qt.dequantize_into(black_box(&mut dst)).unwrap()),
+        );
     }
 
     // (a) Candle's own quantizer on the same matrix.

@@ -69,7 +69,9 @@ pub enum Error {
     },
 
     /// NaN or ±Inf in data that must be finite.
-    #[error("{what} contains {count} non-finite value(s) (NaN or Inf); first at flat index {first_index}")]
+    #[error(
+        "{what} contains {count} non-finite value(s) (NaN or Inf); first at flat index {first_index}"
+    )]
     NonFinite {
         /// What the data was meant to be.
         what: &'static str,

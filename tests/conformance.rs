@@ -39,11 +39,21 @@ fn all_specs() -> Vec<QuantSpec> {
     let mut specs = Vec::new();
     for g in GRANULARITIES {
         for rounding in [Rounding::Nearest, Rounding::Stochastic { seed: 7 }] {
-            specs.push(QuantSpec::binary().with_granularity(g).with_rounding(rounding));
+            specs.push(
+                QuantSpec::binary()
+                    .with_granularity(g)
+                    .with_rounding(rounding),
+            );
             for bits in 2..=8 {
                 for symmetric in [true, false] {
-                    let s = QuantSpec::new(bits).with_granularity(g).with_rounding(rounding);
-                    specs.push(if symmetric { s.symmetric() } else { s.asymmetric() });
+                    let s = QuantSpec::new(bits)
+                        .with_granularity(g)
+                        .with_rounding(rounding);
+                    specs.push(if symmetric {
+                        s.symmetric()
+                    } else {
+                        s.asymmetric()
+                    });
                 }
             }
         }

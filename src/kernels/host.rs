@@ -26,7 +26,11 @@ impl<'a> HostSlice<'a> {
     }
 
     /// Elements `range` as f32: borrowed for f32, converted into `scratch` otherwise.
-    pub(crate) fn f32_range<'b>(&'b self, range: Range<usize>, scratch: &'b mut Vec<f32>) -> &'b [f32]
+    pub(crate) fn f32_range<'b>(
+        &'b self,
+        range: Range<usize>,
+        scratch: &'b mut Vec<f32>,
+    ) -> &'b [f32]
     where
         'a: 'b,
     {

@@ -23,7 +23,10 @@ impl MembershipSample {
     /// assert!(MembershipSample::new(vec![f64::NAN], vec![0.9]).is_err());
     /// ```
     pub fn new(members: Vec<f64>, non_members: Vec<f64>) -> Result<Self> {
-        for (what, v) in [("member scores", &members), ("non-member scores", &non_members)] {
+        for (what, v) in [
+            ("member scores", &members),
+            ("non-member scores", &non_members),
+        ] {
             if v.is_empty() {
                 return Err(Error::TooFewSamples {
                     what,

@@ -163,7 +163,8 @@ mod tests {
         let h = a.hessian_f64();
         for i in 0..5 {
             for j in 0..5 {
-                let naive: f64 = rows.iter().map(|r| r[i] as f64 * r[j] as f64).sum::<f64>() * 2.0 / 37.0;
+                let naive: f64 =
+                    rows.iter().map(|r| r[i] as f64 * r[j] as f64).sum::<f64>() * 2.0 / 37.0;
                 assert!((h[i * 5 + j] - naive).abs() < 1e-5 * (1.0 + naive.abs()));
             }
             let absmax = rows.iter().map(|r| r[i].abs()).fold(0f32, f32::max);
@@ -177,7 +178,10 @@ mod tests {
         let wrong = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(c.observe(&wrong), Err(Error::ShapeMismatch(_))));
         let nan = Tensor::new(&[[0f32, f32::NAN, 1.0]], &Device::Cpu).unwrap();
-        assert!(matches!(c.observe(&nan), Err(Error::NonFinite { first_index: 1, .. })));
+        assert!(matches!(
+            c.observe(&nan),
+            Err(Error::NonFinite { first_index: 1, .. })
+        ));
         assert!(c.merge(&Calibration::new(2)).is_err());
     }
 }

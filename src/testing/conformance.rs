@@ -106,7 +106,9 @@ impl Conformance {
             ..Config::default()
         });
         let bound = self.bound;
-        let result = runner.run(&strategy, |w| check_case(q, &w, bound).map_err(TestCaseError::fail));
+        let result = runner.run(&strategy, |w| {
+            check_case(q, &w, bound).map_err(TestCaseError::fail)
+        });
         if let Err(e) = result {
             panic!("{} fails conformance: {e}", q.name());
         }
@@ -180,11 +182,15 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
     }
     let scales = qt.scales().to_f32_vec();
     if let Some(i) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
-        return Err(format!("scale {i} = {} is not finite and non-negative", scales[i]));
+        return Err(format!(
+            "scale {i} = {} is not finite and non-negative",
+            scales[i]
+        ));
     }
 
     let deq = no_panic("dequantize", || qt.dequantize(&Device::Cpu))?.map_err(|e| e.to_string())?;
-    let fake = no_panic("fake_quantize", || q.fake_quantize(&t, None))?.map_err(|e| e.to_string())?;
+    let fake =
+        no_panic("fake_quantize", || q.fake_quantize(&t, None))?.map_err(|e| e.to_string())?;
     for (name, x) in [("dequantize", &deq), ("fake_quantize", &fake)] {
         if x.dims() != t.dims() || x.dtype() != t.dtype() {
             return Err(format!("{name} returned {:?} {:?}", x.dims(), x.dtype()));
@@ -214,7 +220,8 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
             let err = (x - y).abs();
             // The bound, plus the rounding of the f32 arithmetic and of the output dtype.
             let allowed = factor * step * (1.0 + 1e-5) + eps * x.abs().max(y.abs()) + tiny;
-            if !(err <= allowed) {
+            // Written so that a NaN error also fails.
+            if err.is_nan() || err > allowed {
                 return Err(format!(
                     "element {i} (group {group}): |{x} - {y}| = {err} > {allowed} (step {step})"
                 ));
@@ -230,7 +237,9 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         .num_threads(1)
         .build()
         .map_err(|e| e.to_string())?;
-    let single = pool.install(|| q.quantize(&t, None)).map_err(|e| e.to_string())?;
+    let single = pool
+        .install(|| q.quantize(&t, None))
+        .map_err(|e| e.to_string())?;
     if single != qt {
         return Err("one thread and many threads gave different results".into());
     }

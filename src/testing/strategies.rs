@@ -38,16 +38,22 @@ pub struct WeightMatrix {
 impl WeightMatrix {
     /// The matrix as a CPU tensor of its dtype.
     pub fn to_tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_vec(self.data.clone(), (self.rows, self.cols), &Device::Cpu)?
-            .to_dtype(self.dtype)?)
+        Ok(
+            Tensor::from_vec(self.data.clone(), (self.rows, self.cols), &Device::Cpu)?
+                .to_dtype(self.dtype)?,
+        )
     }
 }
 
 /// Round f32 values through `dtype` so the stored data equals what the tensor holds.
 fn representable(mut v: Vec<f32>, dtype: DType) -> Vec<f32> {
     match dtype {
-        DType::F16 => v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
-        DType::BF16 => v.iter_mut().for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+        DType::F16 => v
+            .iter_mut()
+            .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+        DType::BF16 => v
+            .iter_mut()
+            .for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
         _ => {}
     }
     v
@@ -111,7 +117,11 @@ pub fn weight_matrix(
                     }
                 }
                 WeightKind::Constant => {
-                    let c = if rng.next() % 3 == 0 { 0.0 } else { gauss(&mut rng) * mag };
+                    let c = if rng.next() % 3 == 0 {
+                        0.0
+                    } else {
+                        gauss(&mut rng) * mag
+                    };
                     data.fill(c);
                 }
             }

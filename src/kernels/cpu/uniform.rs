@@ -62,9 +62,11 @@ impl Coder {
                     .map(Coder::Uniform)
                     .ok_or(overflow)
             }
-            QuantFormat::Sign => store_scale_nearest((s.sum_abs / len as f64) as f32, job.scale_dtype)
-                .map(|scale| Coder::Sign { scale })
-                .ok_or(overflow),
+            QuantFormat::Sign => {
+                store_scale_nearest((s.sum_abs / len as f64) as f32, job.scale_dtype)
+                    .map(|scale| Coder::Sign { scale })
+                    .ok_or(overflow)
+            }
         }
     }
 
@@ -209,7 +211,11 @@ pub(crate) fn quantize(src: &HostSlice, job: &UniformJob) -> Result<UniformParts
 }
 
 /// Small groups: each task takes whole groups, reduces and encodes each while it is in cache.
-fn quantize_fused(src: &HostSlice, job: &UniformJob, parts: &mut UniformParts) -> Result<(), Fault> {
+fn quantize_fused(
+    src: &HostSlice,
+    job: &UniformJob,
+    parts: &mut UniformParts,
+) -> Result<(), Fault> {
     let g = job.group_len;
     let bits = job.format.code_bits() as usize;
     let sign = job.format == QuantFormat::Sign;
@@ -417,7 +423,8 @@ mod tests {
             match job.format {
                 QuantFormat::Sign => {
                     let mean = xs.iter().map(|v| v.abs() as f64).sum::<f64>() / g as f64;
-                    r.scales.push(store_scale_nearest(mean as f32, job.scale_dtype).unwrap());
+                    r.scales
+                        .push(store_scale_nearest(mean as f32, job.scale_dtype).unwrap());
                     r.zeros.push(0);
                     r.codes.extend(xs.iter().map(|&w| (w >= 0.0) as u8));
                 }
@@ -469,7 +476,8 @@ mod tests {
     fn gaussianish(n: usize, seed: u64) -> Vec<f32> {
         (0..n as u64)
             .map(|i| {
-                let u = uniform_draw(seed, 3 * i) + uniform_draw(seed, 3 * i + 1)
+                let u = uniform_draw(seed, 3 * i)
+                    + uniform_draw(seed, 3 * i + 1)
                     + uniform_draw(seed, 3 * i + 2);
                 (u - 1.5) * 2.0
             })
@@ -480,7 +488,9 @@ mod tests {
         let fast = quantize(&HostSlice::F32(x), job).expect("valid input");
         let slow = reference(x, job);
         let bits = job.format.code_bits();
-        let codes: Vec<u8> = (0..x.len()).map(|i| get_code(&fast.codes, bits, i)).collect();
+        let codes: Vec<u8> = (0..x.len())
+            .map(|i| get_code(&fast.codes, bits, i))
+            .collect();
         assert_eq!(codes, slow.codes, "codes differ for {job:?}");
         if job.format == QuantFormat::Sign {
             for (a, b) in fast.scales.iter().zip(&slow.scales) {
@@ -496,7 +506,12 @@ mod tests {
             job,
         );
         if let Ok(qt) = qt {
-            let deq = dequantize::<f32>(&qt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let deq = dequantize::<f32>(&qt)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for (i, &d) in deq.iter().enumerate() {
                 let g = i / job.group_len;
                 let s = fast.scales[g] as f64;
@@ -559,7 +574,10 @@ mod tests {
         let mut x = gaussianish(256, 1);
         x[100] = f32::NAN;
         let j = job(4, true, 64, Rounding::Nearest);
-        assert_eq!(quantize(&HostSlice::F32(&x), &j).err(), Some(Fault::NonFinite));
+        assert_eq!(
+            quantize(&HostSlice::F32(&x), &j).err(),
+            Some(Fault::NonFinite)
+        );
         let mut big = gaussianish(256, 1);
         big[200] = 1e9;
         assert_eq!(
