@@ -13,15 +13,15 @@ root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion") / 
 BYTES = 4096 * 4096 * 4
 rows = {}
 for est in sorted(root.glob("**/new/estimates.json")):
-    rel = est.parent.parent.relative_to(root)
-    ns = json.loads(est.read_text())["mean"]["point_estimate"]
-    rows[str(rel)] = ns
+    meta = json.loads((est.parent / "benchmark.json").read_text())
+    name = meta["full_id"].split("/", 1)[1]  # drop the group name
+    rows[name] = json.loads(est.read_text())["mean"]["point_estimate"]
 if not rows:
     sys.exit(f"no criterion results under {root}")
 copy = rows.get("copy/memcpy")
 print("| benchmark | mean time | GB/s of f32 input | vs memcpy |")
 print("|---|---|---|---|")
-for name, ns in rows.items():
+for name, ns in sorted(rows.items()):
     gbs = BYTES / ns
     ratio = f"{copy / ns:.2f}×" if copy else "-"
     print(f"| {name} | {ns / 1e6:.2f} ms | {gbs:.2f} | {ratio} |")
@@ -38,5 +38,6 @@ for ours, theirs in [
     ("quantlens/dequantize/int4-g128-asym", "candle/dequantize/q4_0"),
     ("quantlens/dequantize/int4-g128-sym", "candle/dequantize/q4_0"),
     ("quantlens/dequantize/int8-channel-sym", "candle/dequantize/q8_0"),
+    ("quantlens/dequantize/int4-g128-asym", "copy/alloc+memcpy"),
 ]:
     print(f"- {ours} vs {theirs}: {ratio(ours, theirs):.2f}×")

@@ -336,6 +336,9 @@ fn bad_input_is_a_clear_error() {
         "{err}"
     );
     assert!(err.to_string().contains("ScaleDType::F32"));
+    if let Error::ScaleOutOfRange { scale, .. } = err {
+        assert_eq!(scale, 1e6); // absmax / (2^(2−1) − 1)
+    }
     let q32 = UniformQuantizer::new(QuantSpec::int2().with_scale_dtype(ScaleDType::F32)).unwrap();
     assert!(q32.quantize(&huge, None).is_ok());
 

@@ -113,10 +113,21 @@ fn explain_fault(src: &HostSlice, job: &UniformJob, fault: Fault) -> Error {
         Fault::NonFinite => 0,
     };
     let g = &x[group * job.group_len..(group + 1) * job.group_len];
-    let absmax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let (min, max) = g
+        .iter()
+        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    // The scale as computed before rounding to the storage dtype (see quant::grid).
+    let scale = match job.format {
+        QuantFormat::Uniform {
+            bits,
+            symmetric: true,
+        } => min.abs().max(max) / ((1 << (bits - 1)) - 1) as f32,
+        QuantFormat::Uniform { bits, .. } => (max - min) / ((1 << bits) - 1) as f32,
+        QuantFormat::Sign => g.iter().map(|v| v.abs() as f64).sum::<f64>() as f32 / g.len() as f32,
+    };
     Error::ScaleOutOfRange {
         group,
-        scale: absmax,
+        scale,
         dtype: job.scale_dtype,
     }
 }
