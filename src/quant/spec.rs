@@ -29,7 +29,7 @@ impl Granularity {
             Granularity::PerTensor => Ok(rows * cols),
             Granularity::PerChannel => Ok(cols),
             Granularity::PerGroup(0) => Err(Error::InvalidGroupSize { group_size: 0 }),
-            Granularity::PerGroup(g) if cols % g != 0 => Err(Error::GroupSizeMismatch {
+            Granularity::PerGroup(g) if !cols.is_multiple_of(g) => Err(Error::GroupSizeMismatch {
                 group_size: g,
                 in_features: cols,
             }),

@@ -131,7 +131,7 @@ impl QuantizedTensor {
                 dtype,
             });
         }
-        if numel == 0 || group_len == 0 || numel % group_len != 0 {
+        if numel == 0 || group_len == 0 || !numel.is_multiple_of(group_len) {
             return bad(format!(
                 "group length {group_len} does not tile {numel} elements"
             ));

@@ -175,10 +175,10 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
     if let Some(i) = qt.codes().unpack().iter().position(|&c| c as u32 >= limit) {
         return Err(format!("code {i} exceeds {bits} bits"));
     }
-    if let Some(z) = qt.zeros() {
-        if z.unpack().iter().any(|&c| c as u32 >= limit) {
-            return Err("a zero point exceeds the code width".into());
-        }
+    if let Some(z) = qt.zeros()
+        && z.unpack().iter().any(|&c| c as u32 >= limit)
+    {
+        return Err("a zero point exceeds the code width".into());
     }
     let scales = qt.scales().to_f32_vec();
     if let Some(i) = scales.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {

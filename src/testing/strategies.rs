@@ -101,7 +101,11 @@ pub fn weight_matrix(
                     data.iter_mut().for_each(|x| *x /= bulk);
                     for _ in 0..1 + data.len() / 64 {
                         let i = (rng.next() % data.len() as u64) as usize;
-                        let sign = if rng.next() % 2 == 0 { 1.0 } else { -1.0 };
+                        let sign = if rng.next().is_multiple_of(2) {
+                            1.0
+                        } else {
+                            -1.0
+                        };
                         data[i] = sign * mag * (1.0 + 2.0 * rng.unit());
                     }
                 }
@@ -117,7 +121,7 @@ pub fn weight_matrix(
                     }
                 }
                 WeightKind::Constant => {
-                    let c = if rng.next() % 3 == 0 {
+                    let c = if rng.next().is_multiple_of(3) {
                         0.0
                     } else {
                         gauss(&mut rng) * mag
