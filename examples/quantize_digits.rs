@@ -11,29 +11,11 @@ use std::io::Read;
 
 use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, loss};
+use quantlens::rng::SplitMix64;
 use quantlens::{QuantSpec, Quantizer, UniformQuantizer};
 
 const DIGITS_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
 const SEED: u64 = 20261124;
-
-/// SplitMix64: the example's one source of randomness.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.unit().max(1e-300), self.unit());
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-}
 
 fn load_digits() -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
     let mut csv = String::new();
@@ -56,10 +38,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(rng: &mut Rng, dev: &Device) -> anyhow::Result<Self> {
+    fn new(rng: &mut SplitMix64, dev: &Device) -> anyhow::Result<Self> {
         let mut init = |rows: usize, cols: usize| -> anyhow::Result<Var> {
             let std = (2.0 / cols as f32).sqrt();
-            let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal() * std).collect();
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|_| rng.normal() as f32 * std)
+                .collect();
             Ok(Var::from_tensor(&Tensor::from_vec(v, (rows, cols), dev)?)?)
         };
         Ok(Mlp {
@@ -89,10 +73,10 @@ fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
     let (x, y) = load_digits()?;
     let n = y.len();
-    let mut rng = Rng(SEED);
+    let mut rng = SplitMix64::new(SEED);
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
     let n_train = n * 7 / 10;
     let take = |idx: &[usize]| -> anyhow::Result<(Tensor, Vec<u32>)> {

@@ -84,6 +84,7 @@ pub mod mis;
 pub mod perturb;
 pub mod probe;
 pub mod quant;
+pub mod rng;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;

@@ -163,11 +163,7 @@ pub(crate) fn store_scale_nearest(x: f32, dtype: ScaleDType) -> Option<f32> {
 /// over threads draws the same numbers.
 #[inline(always)]
 pub(crate) fn uniform_draw(seed: u64, index: u64) -> f32 {
-    let mut z = seed.wrapping_add((index.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f32 * (1.0 / 16_777_216.0)
+    (crate::rng::nth(seed, index.wrapping_add(1)) >> 40) as f32 * (1.0 / 16_777_216.0)
 }
 
 #[cfg(test)]

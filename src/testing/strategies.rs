@@ -4,6 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
 
 use crate::error::Result;
+use crate::rng::SplitMix64;
 
 /// What family of values a generated matrix holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,24 +90,25 @@ pub fn weight_matrix(
         .prop_map(move |(rows, blocks, log_mag, dtype, kind, seed)| {
             let cols = cols_multiple_of * blocks;
             let mag = 10f64.powf(log_mag) as f32;
-            let mut rng = SplitMix(seed);
-            let gauss = |r: &mut SplitMix| (r.unit() + r.unit() + r.unit() - 1.5) * 2.0;
+            let mut rng = SplitMix64::new(seed);
+            let gauss =
+                |r: &mut SplitMix64| (r.next_f32() + r.next_f32() + r.next_f32() - 1.5) * 2.0;
             let mut data: Vec<f32> = (0..rows * cols).map(|_| gauss(&mut rng) * mag).collect();
             match kind {
                 WeightKind::Gaussian => {}
                 WeightKind::Outliers => {
                     // The bulk 10–1000× below the magnitude, a few outliers at it, so the
                     // largest value stays within the requested magnitude range.
-                    let bulk = 10f32.powf(1.0 + 2.0 * rng.unit());
+                    let bulk = 10f32.powf(1.0 + 2.0 * rng.next_f32());
                     data.iter_mut().for_each(|x| *x /= bulk);
                     for _ in 0..1 + data.len() / 64 {
-                        let i = (rng.next() % data.len() as u64) as usize;
-                        let sign = if rng.next().is_multiple_of(2) {
+                        let i = (rng.next_u64() % data.len() as u64) as usize;
+                        let sign = if rng.next_u64().is_multiple_of(2) {
                             1.0
                         } else {
                             -1.0
                         };
-                        data[i] = sign * mag * (1.0 + 2.0 * rng.unit());
+                        data[i] = sign * mag * (1.0 + 2.0 * rng.next_f32());
                     }
                 }
                 WeightKind::ConstantRows => {
@@ -121,7 +123,7 @@ pub fn weight_matrix(
                     }
                 }
                 WeightKind::Constant => {
-                    let c = if rng.next().is_multiple_of(3) {
+                    let c = if rng.next_u64().is_multiple_of(3) {
                         0.0
                     } else {
                         gauss(&mut rng) * mag
@@ -137,20 +139,4 @@ pub fn weight_matrix(
                 kind,
             }
         })
-}
-
-/// A tiny deterministic generator, so strategies depend on nothing but proptest's seed.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / 16_777_216.0
-    }
 }
