@@ -12,6 +12,7 @@ mod multiversion;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::quant::grid::raw_uniform_scale;
 use crate::quant::{PackedCodes, QuantFormat, QuantizedTensor, Rounding, ScaleDType, Scales};
 
 pub(crate) use host::HostSlice;
@@ -115,14 +116,11 @@ fn explain_fault(src: &HostSlice, job: &UniformJob, fault: Fault) -> Error {
     let g = &x[group * job.group_len..(group + 1) * job.group_len];
     let (min, max) = g
         .iter()
-        .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    // The scale as computed before rounding to the storage dtype (see quant::grid).
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
     let scale = match job.format {
-        QuantFormat::Uniform {
-            bits,
-            symmetric: true,
-        } => min.abs().max(max) / ((1 << (bits - 1)) - 1) as f32,
-        QuantFormat::Uniform { bits, .. } => (max - min) / ((1 << bits) - 1) as f32,
+        QuantFormat::Uniform { bits, symmetric } => raw_uniform_scale(min, max, bits, symmetric),
         QuantFormat::Sign => g.iter().map(|v| v.abs() as f64).sum::<f64>() as f32 / g.len() as f32,
     };
     Error::ScaleOutOfRange {

@@ -45,18 +45,13 @@ impl UniformParams {
         symmetric: bool,
         dtype: ScaleDType,
     ) -> Option<Self> {
+        let scale = store_scale_up(raw_uniform_scale(min, max, bits, symmetric), dtype)?;
         if symmetric {
             let qmax = ((1i32 << (bits - 1)) - 1) as f32;
-            let absmax = min.abs().max(max.abs());
-            let scale = store_scale_up(positive_ratio(absmax, qmax), dtype)?;
             Some(Self::with_scale(scale, 1 << (bits - 1), -qmax, qmax))
         } else {
-            // The range always includes 0 so that 0 is exactly representable and the zero
-            // point is a valid code.
             let lo = min.min(0.0);
-            let hi = max.max(0.0);
             let qmax = ((1i32 << bits) - 1) as f32;
-            let scale = store_scale_up(positive_ratio(hi - lo, qmax), dtype)?;
             let zero = if scale > 0.0 {
                 round_to_i32(-lo / scale).clamp(0, qmax as i32)
             } else {
@@ -108,6 +103,19 @@ impl UniformParams {
     #[inline(always)]
     pub(crate) fn decode(scale: f32, zero: i32, q: u8) -> f32 {
         (q as i32 - zero) as f32 * scale
+    }
+}
+
+/// The scale of a uniform group spanning `[min, max]`, before rounding to the storage dtype:
+/// `absmax / (2^(b−1) − 1)` symmetric, `(max − min) / (2^b − 1)` asymmetric over the range
+/// widened to include 0 (so 0 is exactly representable and the zero point is a valid code).
+pub(crate) fn raw_uniform_scale(min: f32, max: f32, bits: u8, symmetric: bool) -> f32 {
+    if symmetric {
+        let qmax = ((1i32 << (bits - 1)) - 1) as f32;
+        positive_ratio(min.abs().max(max.abs()), qmax)
+    } else {
+        let qmax = ((1i32 << bits) - 1) as f32;
+        positive_ratio(max.max(0.0) - min.min(0.0), qmax)
     }
 }
 
