@@ -128,6 +128,55 @@ pub enum Error {
     #[error("shape mismatch: {0}")]
     ShapeMismatch(String),
 
+    /// A [`ForwardHook`](crate::model::ForwardHook) ended the forward pass early, after
+    /// seeing what it needed. Not a failure: callers that install such a hook catch it.
+    #[error("forward pass stopped by a hook at layer {layer}")]
+    ForwardStopped {
+        /// The layer whose input was the last one needed.
+        layer: String,
+    },
+
+    /// A model has no linear layer of that name.
+    #[error("no linear layer named {name:?}; the model has {available}")]
+    UnknownLayer {
+        /// The name asked for.
+        name: String,
+        /// The layer names the model does have, comma-separated (shortened when long).
+        available: String,
+    },
+
+    /// A data file that a fixture script provides is missing or unreadable.
+    #[error(
+        "fixture {path} is missing or unreadable ({reason}); run scripts/fetch-fixtures.sh (or point QUANTLENS_FIXTURES at its cache)"
+    )]
+    MissingFixture {
+        /// The path that was looked for.
+        path: String,
+        /// What went wrong opening it.
+        reason: String,
+    },
+
+    /// A data file that does not parse as the expected format.
+    #[error("{path}, line {line}: {reason}")]
+    Parse {
+        /// The file (or embedded data set) being read.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A parameter outside its valid range (a learning rate of zero, a split larger than the
+    /// data set, …).
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The parameter.
+        name: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+
     /// An error from Candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

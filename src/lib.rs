@@ -78,9 +78,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 pub(crate) mod kernels;
 pub mod mis;
+pub mod model;
 pub mod perturb;
 pub mod probe;
 pub mod quant;

@@ -45,6 +45,16 @@ pub trait Quantizer: Send + Sync {
     fn fake_quantize(&self, weight: &Tensor, calib: Option<&Calibration>) -> Result<Tensor> {
         self.quantize(weight, calib)?.dequantize(weight.device())
     }
+
+    /// Whether [`quantize`](Self::quantize) reads the [`Calibration`] it is given.
+    ///
+    /// Data-free schemes (round-to-nearest, codebooks, float formats) keep the default `false`;
+    /// data-aware ones (GPTQ, AWQ, SmoothQuant) return `true`, which tells
+    /// [`SequentialQuantization`](crate::model::SequentialQuantization) to run calibration
+    /// forward passes before quantizing each layer.
+    fn uses_calibration(&self) -> bool {
+        false
+    }
 }
 
 impl<Q: Quantizer + ?Sized> Quantizer for Box<Q> {
@@ -56,5 +66,8 @@ impl<Q: Quantizer + ?Sized> Quantizer for Box<Q> {
     }
     fn fake_quantize(&self, weight: &Tensor, calib: Option<&Calibration>) -> Result<Tensor> {
         (**self).fake_quantize(weight, calib)
+    }
+    fn uses_calibration(&self) -> bool {
+        (**self).uses_calibration()
     }
 }

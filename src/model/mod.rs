@@ -1,0 +1,146 @@
+//! Models whose linear layers quantlens can enumerate, replace, observe and quantize.
+//!
+//! A model implements [`QuantizableModel`] by holding its linear layers as [`LinearLayer`]s
+//! and passing the [`ForwardHook`] it is given to each of them; everything else — reading and
+//! replacing weights by name, capturing calibration inputs, quantizing activations, quantizing
+//! the whole model layer by layer ([`SequentialQuantization`]) — comes with the trait.
+//!
+//! The crate ships an [`Mlp`] classifier with a seeded, deterministic [`train`] loop and
+//! [`evaluate`] helpers; the transformer models of later releases implement the same trait.
+
+mod eval;
+mod hooks;
+mod linear;
+mod mlp;
+mod sequential;
+mod train;
+
+pub use eval::{Evaluation, evaluate, expected_calibration_error};
+pub use hooks::{
+    CaptureInputs, ForwardHook, LayerFilter, NoHooks, PerturbActivations, QuantizeActivations,
+};
+pub use linear::{LayerWeight, LinearLayer};
+pub use mlp::{Activation, Mlp, MlpConfig};
+pub use sequential::{LayerReport, QuantizationReport, SequentialQuantization, StoreAs};
+pub use train::{EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, train};
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+
+/// A model made of named linear layers that quantlens can read, replace and hook.
+///
+/// Implementors provide three things: the layers in execution order, mutable access by name,
+/// and a forward pass that hands `hooks` to every [`LinearLayer::forward`]. Layer names are
+/// stable paths (`layers.2`, `blocks.3.mlp.down_proj`) used in reports, filters and hooks.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quantlens::model::{ForwardHook, LinearLayer, QuantizableModel};
+///
+/// /// Two linear layers with a ReLU between them.
+/// struct Tiny { layers: Vec<LinearLayer> }
+///
+/// impl QuantizableModel for Tiny {
+///     fn linear_layers(&self) -> Vec<&LinearLayer> { self.layers.iter().collect() }
+///     fn linear_layer_mut(&mut self, name: &str) -> Option<&mut LinearLayer> {
+///         self.layers.iter_mut().find(|l| l.name() == name)
+///     }
+///     fn forward_hooked(&self, x: &Tensor, hooks: &mut dyn ForwardHook) -> quantlens::Result<Tensor> {
+///         let h = self.layers[0].forward(x, hooks)?.relu()?;
+///         self.layers[1].forward(&h, hooks)
+///     }
+/// }
+///
+/// let dev = Device::Cpu;
+/// let mut tiny = Tiny { layers: vec![
+///     LinearLayer::new("layers.0", Tensor::ones((4, 3), candle_core::DType::F32, &dev)?, None)?,
+///     LinearLayer::new("layers.1", Tensor::ones((2, 4), candle_core::DType::F32, &dev)?, None)?,
+/// ]};
+/// assert_eq!(tiny.layer_names(), ["layers.0", "layers.1"]);
+/// tiny.set_weight("layers.1", Tensor::zeros((2, 4), candle_core::DType::F32, &dev)?)?;
+/// let y = tiny.forward(&Tensor::ones((1, 3), candle_core::DType::F32, &dev)?)?;
+/// assert_eq!(y.to_vec2::<f32>()?, vec![vec![0.0, 0.0]]);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+pub trait QuantizableModel: Send + Sync {
+    /// The linear layers, in the order a forward pass runs them.
+    fn linear_layers(&self) -> Vec<&LinearLayer>;
+
+    /// The layer called `name`, mutably.
+    fn linear_layer_mut(&mut self, name: &str) -> Option<&mut LinearLayer>;
+
+    /// The forward pass, handing `hooks` to every linear layer.
+    fn forward_hooked(&self, input: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor>;
+
+    /// The forward pass without hooks.
+    fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward_hooked(input, &mut NoHooks)
+    }
+
+    /// Names of the linear layers, in execution order.
+    fn layer_names(&self) -> Vec<String> {
+        self.linear_layers()
+            .iter()
+            .map(|l| l.name().to_string())
+            .collect()
+    }
+
+    /// The layer called `name`.
+    fn linear_layer(&self, name: &str) -> Result<&LinearLayer> {
+        let layers = self.linear_layers();
+        match layers.iter().position(|l| l.name() == name) {
+            Some(i) => Ok(layers[i]),
+            None => Err(unknown_layer(name, &self.layer_names())),
+        }
+    }
+
+    /// The weight of layer `name` as a dense f32 tensor (packed weights are dequantized).
+    fn weight(&self, name: &str) -> Result<Tensor> {
+        self.linear_layer(name)?.dense_weight()
+    }
+
+    /// Replace the weight of layer `name`: a dense tensor (full precision or fake-quantized)
+    /// or a packed [`QuantizedTensor`](crate::QuantizedTensor), dequantized on the fly.
+    fn set_weight(&mut self, name: &str, weight: LayerWeight) -> Result<()> {
+        let names = self.layer_names();
+        match self.linear_layer_mut(name) {
+            Some(layer) => layer.set_weight(weight),
+            None => Err(unknown_layer(name, &names)),
+        }
+    }
+
+    /// Groups of layers quantized together by [`SequentialQuantization`], in order. Layers in
+    /// one stage read the same input (a transformer's q/k/v projections), so one calibration
+    /// pass serves all of them. The default puts every layer in a stage of its own.
+    fn quantization_stages(&self) -> Vec<Vec<String>> {
+        self.layer_names().into_iter().map(|n| vec![n]).collect()
+    }
+
+    /// Total parameter count of the linear layers' weights.
+    fn linear_parameters(&self) -> usize {
+        self.linear_layers()
+            .iter()
+            .map(|l| l.in_features() * l.out_features())
+            .sum()
+    }
+
+    /// Bytes the linear layers' weights occupy as stored (packed sizes for packed weights).
+    fn linear_storage_bytes(&self) -> usize {
+        self.linear_layers()
+            .iter()
+            .map(|l| l.weight().storage_bytes())
+            .sum()
+    }
+}
+
+pub(crate) fn unknown_layer(name: &str, names: &[String]) -> Error {
+    let mut available = names.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 8 {
+        available.push_str(&format!(", … ({} layers)", names.len()));
+    }
+    Error::UnknownLayer {
+        name: name.to_string(),
+        available,
+    }
+}

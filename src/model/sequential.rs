@@ -1,0 +1,237 @@
+//! Whole-model quantization, layer by layer in execution order (GPTQ-style sequential
+//! calibration: each layer is calibrated on the inputs produced by the already-quantized
+//! layers before it).
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::hooks::{CaptureInputs, LayerFilter, StopAfter};
+use crate::model::{LayerWeight, QuantizableModel};
+use crate::quant::Quantizer;
+
+/// How a quantized layer is stored back into the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreAs {
+    /// Packed codes, dequantized at every forward pass: the deployed memory footprint.
+    #[default]
+    Packed,
+    /// The dequantized ("fake-quantized") dense weight: same numbers, faster repeated
+    /// evaluation.
+    FakeQuantized,
+}
+
+/// What happened to one layer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct LayerReport {
+    /// Position among the layers being quantized (0-based).
+    pub index: usize,
+    /// How many layers are being quantized.
+    pub total: usize,
+    /// The layer's name.
+    pub name: String,
+    /// `[out_features, in_features]`.
+    pub shape: (usize, usize),
+    /// Storage of the quantized weight, including scales and zero points.
+    pub storage_bytes: usize,
+    /// `storage_bytes · 8 / (out · in)`.
+    pub bits_per_weight: f64,
+    /// `‖W − Ŵ‖_F / ‖W‖_F` (0 for an all-zero weight).
+    pub relative_error: f64,
+    /// Calibration rows (tokens or examples) behind the layer's statistics; 0 for a data-free
+    /// quantizer.
+    pub calibration_rows: usize,
+}
+
+/// What a [`SequentialQuantization`] run did, layer by layer.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QuantizationReport {
+    /// The quantizer's name.
+    pub quantizer: String,
+    /// One entry per quantized layer, in the order they were quantized.
+    pub layers: Vec<LayerReport>,
+}
+
+impl QuantizationReport {
+    /// Bytes of all quantized layers.
+    pub fn storage_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.storage_bytes).sum()
+    }
+
+    /// Average bits per weight over all quantized layers.
+    pub fn bits_per_weight(&self) -> f64 {
+        let weights: usize = self.layers.iter().map(|l| l.shape.0 * l.shape.1).sum();
+        if weights == 0 {
+            return 0.0;
+        }
+        self.storage_bytes() as f64 * 8.0 / weights as f64
+    }
+}
+
+/// Quantizes a [`QuantizableModel`] stage by stage in execution order.
+///
+/// For a data-aware quantizer ([`Quantizer::uses_calibration`]), each stage's calibration
+/// statistics are captured by forward passes of the calibration batches through the model *as
+/// it is at that moment* — earlier layers already quantized — and the pass stops as soon as the
+/// stage's inputs have been seen. Data-free quantizers skip the passes, so the result equals
+/// quantizing every layer on its own.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quantlens::model::{Mlp, MlpConfig, QuantizableModel, SequentialQuantization};
+/// use quantlens::{QuantSpec, UniformQuantizer};
+///
+/// let mut mlp = Mlp::new(MlpConfig::new(8, &[16], 3), 7, &Device::Cpu)?;
+/// let rtn = UniformQuantizer::new(QuantSpec::int4().per_group(8))?;
+/// let mut seen = Vec::new();
+/// let report = SequentialQuantization::new(&rtn)
+///     .on_progress(|layer| seen.push(layer.name.clone()))
+///     .run(&mut mlp)?;
+/// assert_eq!(seen, ["layers.0", "layers.1"]);
+/// assert!(report.bits_per_weight() < 8.0);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+pub struct SequentialQuantization<'a> {
+    quantizer: &'a dyn Quantizer,
+    calibration: Vec<Tensor>,
+    filter: LayerFilter,
+    store: StoreAs,
+    progress: Option<Box<dyn FnMut(&LayerReport) + 'a>>,
+}
+
+impl<'a> SequentialQuantization<'a> {
+    /// Quantize every linear layer with `quantizer`, stored packed.
+    pub fn new(quantizer: &'a dyn Quantizer) -> Self {
+        SequentialQuantization {
+            quantizer,
+            calibration: Vec::new(),
+            filter: LayerFilter::All,
+            store: StoreAs::Packed,
+            progress: None,
+        }
+    }
+
+    /// Model inputs (one tensor per batch) for data-aware quantizers.
+    pub fn calibration(mut self, batches: impl IntoIterator<Item = Tensor>) -> Self {
+        self.calibration = batches.into_iter().collect();
+        self
+    }
+
+    /// Quantize only some layers (e.g. `LayerFilter::Except(vec!["lm_head".into()])`).
+    pub fn layers(mut self, filter: LayerFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Packed (default) or fake-quantized storage.
+    pub fn store_as(mut self, store: StoreAs) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Called after each layer is quantized.
+    pub fn on_progress(mut self, f: impl FnMut(&LayerReport) + 'a) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Quantize `model` in place.
+    pub fn run<M: QuantizableModel + ?Sized>(
+        mut self,
+        model: &mut M,
+    ) -> Result<QuantizationReport> {
+        let names = model.layer_names();
+        if let LayerFilter::Only(wanted) | LayerFilter::Except(wanted) = &self.filter
+            && let Some(missing) = wanted.iter().find(|w| !names.contains(w))
+        {
+            return Err(super::unknown_layer(missing, &names));
+        }
+        let stages: Vec<Vec<String>> = model
+            .quantization_stages()
+            .into_iter()
+            .map(|stage| {
+                stage
+                    .into_iter()
+                    .filter(|n| self.filter.matches(n))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|stage| !stage.is_empty())
+            .collect();
+        let total = stages.iter().map(Vec::len).sum();
+        let data_aware = self.quantizer.uses_calibration();
+        if data_aware && self.calibration.is_empty() {
+            return Err(Error::InvalidParameter {
+                name: "calibration",
+                reason: format!(
+                    "{} uses calibration data; pass model inputs with .calibration(batches)",
+                    self.quantizer.name()
+                ),
+            });
+        }
+
+        let mut report = QuantizationReport {
+            quantizer: self.quantizer.name(),
+            layers: Vec::with_capacity(total),
+        };
+        for stage in &stages {
+            let calibrations = if data_aware {
+                let mut capture = CaptureInputs::new(LayerFilter::Only(stage.clone()));
+                for batch in &self.calibration {
+                    let mut hooks = (&mut capture, StopAfter::new(stage));
+                    match model.forward_hooked(batch, &mut hooks) {
+                        Ok(_) | Err(Error::ForwardStopped { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                capture.into_calibrations()
+            } else {
+                Default::default()
+            };
+            for name in stage {
+                let layer = model.linear_layer(name)?;
+                let weight = match layer.weight() {
+                    LayerWeight::Dense(t) => t.clone(),
+                    LayerWeight::Packed(_) => layer.dense_weight()?,
+                };
+                let calib = calibrations.get(name);
+                if data_aware && calib.is_none() {
+                    return Err(Error::Unsupported(format!(
+                        "layer {name} never ran during the calibration forward passes"
+                    )));
+                }
+                let q = self.quantizer.quantize(&weight, calib)?;
+                let fake = q.dequantize(weight.device())?;
+                let relative_error = relative_error(&weight, &fake)?;
+                let entry = LayerReport {
+                    index: report.layers.len(),
+                    total,
+                    name: name.clone(),
+                    shape: (layer.out_features(), layer.in_features()),
+                    storage_bytes: q.storage_bytes(),
+                    bits_per_weight: q.bits_per_weight(),
+                    relative_error,
+                    calibration_rows: calib.map_or(0, |c| c.samples()),
+                };
+                let new_weight = match self.store {
+                    StoreAs::Packed => LayerWeight::Packed(q),
+                    StoreAs::FakeQuantized => LayerWeight::Dense(fake),
+                };
+                model.set_weight(name, new_weight)?;
+                if let Some(progress) = self.progress.as_mut() {
+                    progress(&entry);
+                }
+                report.layers.push(entry);
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn relative_error(w: &Tensor, w_hat: &Tensor) -> Result<f64> {
+    let w = w.to_dtype(DType::F64)?;
+    let diff = (&w - w_hat.to_dtype(DType::F64)?)?;
+    let num = diff.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    let den = w.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    Ok(if den > 0.0 { (num / den).sqrt() } else { 0.0 })
+}
