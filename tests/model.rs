@@ -566,11 +566,8 @@ fn evaluate_matches_naive_argmax_and_loss() {
     }
     assert_eq!(e.accuracy, correct as f64 / 50.0);
     assert!((e.mean_loss - loss / 50.0).abs() < 1e-5);
-    for c in 0..3 {
-        assert_eq!(
-            e.per_class_accuracy[c],
-            Some(per_class[c].0 as f64 / per_class[c].1 as f64)
-        );
+    for (got, (hits, total)) in e.per_class_accuracy.iter().zip(per_class) {
+        assert_eq!(*got, Some(hits as f64 / total as f64));
     }
     let bad = Tensor::new(&[9u32; 50], &Device::Cpu).unwrap();
     assert!(evaluate(&m, &x, &bad).is_err());

@@ -35,6 +35,14 @@ impl StandardizeOptions {
         self
     }
 
+    /// Keep (`false`) or drop (`true`, the default) features constant on the fitting rows; a
+    /// kept constant feature standardises to 0. Keep them when the input width matters, e.g.
+    /// for group quantization of the first layer.
+    pub fn drop_constant(mut self, drop: bool) -> Self {
+        self.drop_constant = drop;
+        self
+    }
+
     /// Drop features missing in more than `fraction` of the fitting rows.
     pub fn max_missing_fraction(mut self, fraction: f64) -> Self {
         self.max_missing_fraction = fraction;

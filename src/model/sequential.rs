@@ -97,8 +97,11 @@ pub struct SequentialQuantization<'a> {
     calibration: Vec<Tensor>,
     filter: LayerFilter,
     store: StoreAs,
-    progress: Option<Box<dyn FnMut(&LayerReport) + 'a>>,
+    progress: Option<ProgressFn<'a>>,
 }
+
+/// The progress callback: called with each layer's report once it is quantized.
+type ProgressFn<'a> = Box<dyn FnMut(&LayerReport) + 'a>;
 
 impl<'a> SequentialQuantization<'a> {
     /// Quantize every linear layer with `quantizer`, stored packed.
