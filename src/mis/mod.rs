@@ -1,5 +1,13 @@
 //! Membership-inference security: from member / non-member scores to MIS = 1 − advantage.
 
+mod lira;
+mod reference;
+mod rmia;
+
+pub use lira::{Lira, LiraStatistic, LiraVariant};
+pub use reference::{ReferenceLosses, sample_from_scores};
+pub use rmia::Rmia;
+
 use crate::error::{Error, Result};
 
 /// Per-sample scores of members (trained on) and non-members (never seen), where a *lower*
