@@ -76,7 +76,7 @@ fn tpr_at_fpr(scores: &[f64], is_member: &[bool], alpha: f64) -> f64 {
 
 #[test]
 fn lira_statistic_is_the_logit_of_the_true_label_probability() {
-    for loss in [0.01, 0.3, 1.0, 2.5, 9.0] {
+    for loss in [0.01f64, 0.3, 1.0, 2.5, 9.0] {
         let p: f64 = (-loss).exp();
         let naive = (p / (1.0 - p)).ln();
         let got = LiraStatistic::LogitConfidence.of_loss(loss);
