@@ -1,9 +1,11 @@
 //! Membership-inference security: from member / non-member scores to MIS = 1 − advantage.
 
+mod indicator;
 mod lira;
 mod reference;
 mod rmia;
 
+pub use indicator::{IndicatorEstimate, MisIndicator};
 pub use lira::{Lira, LiraStatistic, LiraVariant};
 pub use reference::{ReferenceLosses, sample_from_scores};
 pub use rmia::Rmia;

@@ -1,0 +1,191 @@
+//! The quantized empirical mean (paper notes §1): a model whose true membership advantage Δ_n
+//! is a one-dimensional integral. Checks the two regimes of Δ_n and the experimental MIS
+//! indicator against them. Everything reference-side (Φ, quadrature) is written here in f64.
+
+use quantlens::mis::MisIndicator;
+
+/// erfc in f64 to ~1e-15 relative: Taylor series of erf below 2.5, Lentz continued fraction
+/// above.
+fn erfc(x: f64) -> f64 {
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    if x < 2.5 {
+        // erf(x) = 2/√π Σ (−1)^k x^(2k+1) / (k! (2k+1))
+        let (mut term, mut sum) = (x, x);
+        for k in 1..200 {
+            let k = k as f64;
+            term *= -x * x / k;
+            let add = term / (2.0 * k + 1.0);
+            sum += add;
+            if add.abs() <= 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        1.0 - 2.0 / std::f64::consts::PI.sqrt() * sum
+    } else {
+        // erfc(x) = e^{−x²}/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + …))))
+        let tiny = 1e-300;
+        let (mut f, mut c, mut d) = (x, x, 0.0);
+        for n in 1..300 {
+            let a = n as f64 / 2.0;
+            d = x + a * d;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = x + a / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        (-x * x).exp() / std::f64::consts::PI.sqrt() / f
+    }
+}
+
+fn phi_cdf(x: f64) -> f64 {
+    0.5 * erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// Δ_n = ½ Σ_k E_z |P(T=k | Z₁=z) − P(T=k)| for θ̂ = mean of n N(0,1) samples released as the
+/// index of its cell; cell k is [offset + k·h, offset + (k+1)·h).
+fn true_advantage(n: usize, h: f64, offset: f64) -> f64 {
+    let nf = n as f64;
+    let s = (nf - 1.0).sqrt() / nf; // sd of (Z₂+…+Z_n)/n
+    let reach = 12.0 / nf.sqrt() + 2.0 * h;
+    let k_lo = ((-reach - offset) / h).floor() as i64;
+    let k_hi = ((reach - offset) / h).ceil() as i64;
+    let (lo_z, hi_z, steps) = (-12.0, 12.0, 6000);
+    let dz = (hi_z - lo_z) / steps as f64;
+    let mut total = 0.0;
+    for k in k_lo..=k_hi {
+        let (a, b) = (offset + k as f64 * h, offset + (k + 1) as f64 * h);
+        let marginal = phi_cdf(b * nf.sqrt()) - phi_cdf(a * nf.sqrt());
+        let mut integral = 0.0;
+        for j in 0..=steps {
+            let z = lo_z + j as f64 * dz;
+            let w = if j == 0 || j == steps { 0.5 } else { 1.0 };
+            let density = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let cond = phi_cdf((b - z / nf) / s) - phi_cdf((a - z / nf) / s);
+            integral += w * density * (cond - marginal).abs();
+        }
+        total += integral * dz;
+    }
+    0.5 * total
+}
+
+#[test]
+fn reference_erfc_is_accurate() {
+    // Published values (Abramowitz & Stegun table 7.1 / high-precision tables).
+    for (x, v) in [
+        (0.5, 0.479_500_122_186_953_5),
+        (1.0, 0.157_299_207_050_285_13),
+        (2.0, 4.677_734_981_047_265_8e-3),
+        (3.0, 2.209_049_699_858_544e-5),
+        (5.0, 1.537_459_794_428_034_8e-12),
+    ] {
+        assert!(
+            (erfc(x) - v).abs() < 1e-13 * v,
+            "erfc({x}) = {} vs {v}",
+            erfc(x)
+        );
+    }
+}
+
+#[test]
+fn optimum_inside_a_cell_decays_exponentially_at_the_indicator_rate() {
+    let h = 0.5;
+    // 0 at the centre of cell [−h/2, h/2).
+    let d = |n| true_advantage(n, h, -h / 2.0);
+    let (n1, n2) = (150, 300);
+    let slope = (d(n1).ln() - d(n2).ln()) / (n2 - n1) as f64;
+    let predicted = h * h / 8.0;
+    assert!(
+        (slope / predicted - 1.0).abs() < 0.15,
+        "decay {slope:.4}/sample vs h²/8 = {predicted:.4}"
+    );
+    // Exponential, not polynomial: the rate per sample is about constant along n.
+    let slope_late = (d(300).ln() - d(450).ln()) / 150.0;
+    assert!(
+        (slope_late / slope - 1.0).abs() < 0.1,
+        "{slope} vs {slope_late}"
+    );
+
+    // The indicator, estimated from data, recovers the same rate: competitors are the
+    // neighbouring cells' centres ±h, losses (θ − z)².
+    let mut s = 42u64;
+    let mut unif = || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let z: Vec<f64> = (0..100_000)
+        .map(|_| (-2.0 * unif().ln()).sqrt() * (2.0 * std::f64::consts::PI * unif()).cos())
+        .collect();
+    let selected: Vec<f64> = z.iter().map(|z| z * z).collect();
+    let up: Vec<f64> = z.iter().map(|z| (h - z).powi(2)).collect();
+    let down: Vec<f64> = z.iter().map(|z| (-h - z).powi(2)).collect();
+    let est = MisIndicator::new(n1)
+        .bootstrap(200, 0.95, 1)
+        .estimate(&selected, &[up, down])
+        .unwrap();
+    let ci = est.ci.unwrap();
+    eprintln!(
+        "inside a cell (h = {h}): Δ_n decays {slope:.4}/sample (n {n1}→{n2}), {slope_late:.4} (300→450); \
+         h²/8 = {predicted:.4}; indicator r̂ = {:.4} [{:.4}, {:.4}]",
+        est.rate, ci.lower, ci.upper
+    );
+    assert!(
+        ci.lower <= predicted && predicted <= ci.upper,
+        "{ci:?} vs {predicted}"
+    );
+    assert!(
+        (est.rate / slope - 1.0).abs() < 0.15,
+        "r̂ {} vs decay {slope}",
+        est.rate
+    );
+    // δ = h², σ² = 4h² for both neighbours.
+    for (delta, var) in &est.gaps {
+        assert!((delta - h * h).abs() < 0.01 && (var - 4.0 * h * h).abs() < 0.02);
+    }
+    assert!((est.mis - (1.0 - (-(n1 as f64) * est.rate).exp())).abs() < 1e-12);
+}
+
+#[test]
+fn optimum_on_a_boundary_decays_like_inverse_square_root() {
+    let h = 0.5;
+    // 0 on the boundary between cells [−h, 0) and [0, h).
+    let (a, b) = (true_advantage(100, h, 0.0), true_advantage(1600, h, 0.0));
+    let slope = (b.ln() - a.ln()) / (1600f64.ln() - 100f64.ln());
+    eprintln!("on a boundary: Δ_100 = {a:.4}, Δ_1600 = {b:.4}, log-log slope {slope:.3}");
+    assert!((slope + 0.5).abs() < 0.1, "log-log slope {slope}");
+    // …and it is far larger than the inside-a-cell advantage at the same n.
+    assert!(true_advantage(400, h, 0.0) > 100.0 * true_advantage(400, h, -h / 2.0));
+}
+
+#[test]
+fn indicator_refuses_bad_input_and_flags_unstable_selection() {
+    let ind = MisIndicator::new(10);
+    assert!(ind.estimate(&[1.0], &[vec![2.0]]).is_err());
+    assert!(ind.estimate(&[1.0, 2.0], &[]).is_err());
+    assert!(ind.estimate(&[1.0, 2.0], &[vec![1.0]]).is_err());
+    assert!(ind.estimate(&[1.0, f64::NAN], &[vec![1.0, 2.0]]).is_err());
+    assert!(
+        MisIndicator::new(0)
+            .estimate(&[1.0, 2.0], &[vec![1.0, 2.0]])
+            .is_err()
+    );
+    assert!(
+        ind.bootstrap(10, 1.5, 0)
+            .estimate(&[1.0, 2.0], &[vec![1.0, 2.0]])
+            .is_err()
+    );
+    // A competitor better on average: no protection, rate 0, MIS indicator 0.
+    let e = ind
+        .estimate(&[1.0, 2.0, 3.0], &[vec![0.5, 1.0, 2.9]])
+        .unwrap();
+    assert_eq!((e.rate, e.mis), (0.0, 0.0));
+}
