@@ -128,6 +128,24 @@ pub enum Error {
     #[error("shape mismatch: {0}")]
     ShapeMismatch(String),
 
+    /// A parameter outside its valid range (a confidence level, a resample count, an FPR).
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The parameter, as the API names it.
+        name: &'static str,
+        /// What was wrong and what is accepted.
+        reason: String,
+    },
+
+    /// A group of sliced membership scores with no score on one side.
+    #[error("group {group} has no {side}; drop the group or merge it with another")]
+    EmptyGroup {
+        /// The group label, as `Debug` prints it.
+        group: String,
+        /// The empty side ("member scores" or "non-member scores").
+        side: &'static str,
+    },
+
     /// An error from Candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
