@@ -1,4 +1,5 @@
-//! Seeded percentile bootstrap of the ROC statistics, without re-sorting.
+//! Seeded bootstrap of the ROC statistics (percentile and basic intervals), without
+//! re-sorting.
 //!
 //! A bootstrap resample of a side draws `n` of its scores with replacement. Instead of
 //! building and sorting that resample, we draw the *multiplicity* of every sorted position (a
@@ -15,7 +16,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::rng::{self, SplitMix64};
 
-use super::interval::{Interval, check_level, percentile_interval};
+use super::interval::{Interval, basic_interval, check_level, percentile_interval};
 use super::roc::{Roc, allowed_false_positives_checked};
 
 /// A statistic of the loss-threshold attack that can be bootstrapped.
@@ -32,7 +33,7 @@ pub enum Statistic {
     TprAtFpr(f64),
 }
 
-/// Settings of a seeded percentile bootstrap.
+/// Settings of a seeded bootstrap: resample count, interval level, seed.
 ///
 /// ```
 /// use quantlens::MembershipSample;
@@ -108,6 +109,11 @@ impl Bootstrap {
         let plan = Plan::new(statistics, b.len())?;
         let groups = Groups::by_value(a, b)?;
         let (m, n) = (a.len(), b.len());
+        let estimates = plan.evaluate(
+            &groups.roc_counts(&vec![1; m], &vec![1; n], &plan.fp_budgets),
+            m,
+            n,
+        );
         let rows = par_resamples(
             self.resamples,
             self.seed,
@@ -118,7 +124,9 @@ impl Bootstrap {
                 plan.evaluate(&groups.roc_counts(wm, wn, &plan.fp_budgets), m, n)
             },
         );
-        Ok(Replicates::from_rows(statistics, &rows, self.level))
+        Ok(Replicates::from_rows(
+            statistics, estimates, &rows, self.level,
+        ))
     }
 
     /// Percentile intervals of several statistics from one set of resamples.
@@ -133,21 +141,29 @@ impl Bootstrap {
     }
 }
 
-/// Bootstrap replicates: one value per resample for each statistic.
+/// Bootstrap replicates: one value per resample for each statistic, beside the full-sample
+/// estimates.
 #[derive(Debug, Clone)]
 pub struct Replicates {
     statistics: Vec<Statistic>,
+    estimates: Vec<f64>,
     values: Vec<Vec<f64>>,
     level: f64,
 }
 
 impl Replicates {
-    fn from_rows(statistics: &[Statistic], rows: &[Vec<f64>], level: f64) -> Replicates {
+    fn from_rows(
+        statistics: &[Statistic],
+        estimates: Vec<f64>,
+        rows: &[Vec<f64>],
+        level: f64,
+    ) -> Replicates {
         let values = (0..statistics.len())
             .map(|s| rows.iter().map(|row| row[s]).collect())
             .collect();
         Replicates {
             statistics: statistics.to_vec(),
+            estimates,
             values,
             level,
         }
@@ -156,6 +172,14 @@ impl Replicates {
     /// The statistics, in the order asked for.
     pub fn statistics(&self) -> &[Statistic] {
         &self.statistics
+    }
+
+    /// The full-sample value of statistic `index`.
+    ///
+    /// # Panics
+    /// If `index` is not below the number of statistics.
+    pub fn estimate(&self, index: usize) -> f64 {
+        self.estimates[index]
     }
 
     /// The replicates of statistic `index`, in resample order.
@@ -172,6 +196,30 @@ impl Replicates {
     /// If `index` is not below the number of statistics.
     pub fn interval(&self, index: usize) -> Interval {
         percentile_interval(&mut self.values[index].clone(), self.level)
+    }
+
+    /// The basic (reverse-percentile) interval `[2θ̂ − q_hi, 2θ̂ − q_lo]` of statistic
+    /// `index`, clipped to [0, 1] (every statistic here is a rate).
+    ///
+    /// Prefer it for the advantage: a maximum over thresholds is biased upward, its bootstrap
+    /// replicates are biased upward once more around the estimate, and the percentile
+    /// interval inherits that shift — at 2000 scores a side its 95 % interval covered the
+    /// truth in only ~87 % of repetitions in our tests, the basic one in ~94 %
+    /// (`tests/mis_closed_form.rs`).
+    ///
+    /// # Panics
+    /// If `index` is not below the number of statistics.
+    pub fn basic_interval(&self, index: usize) -> Interval {
+        let i = basic_interval(
+            &mut self.values[index].clone(),
+            self.estimates[index],
+            self.level,
+        );
+        Interval {
+            lower: i.lower.clamp(0.0, 1.0),
+            upper: i.upper.clamp(0.0, 1.0),
+            level: i.level,
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub struct TprAtFpr {
 ///     .with_bootstrap(Bootstrap::new(200, 0.95, 1)?)
 ///     .estimate(&s)?;
 /// println!("{est}");
-/// // MIS 0.800 [0.772, 0.826] (95 % percentile bootstrap, 200 resamples) | advantage 0.200
+/// // MIS 0.800 [0.772, 0.826] (95 % basic bootstrap, 200 resamples) | advantage 0.200
 /// // | AUC 0.680 [...] | TPR@1% 0.200 [...] | n = 1000 members, 1000 non-members
 /// assert!((est.advantage - 0.2).abs() < 0.01);
 /// assert!(est.ci.unwrap().contains(est.mis));
@@ -132,6 +132,9 @@ impl fmt::Display for MisEstimate {
             match self.ci_method {
                 Some(CiMethod::PercentileBootstrap { resamples, .. }) => {
                     write!(f, " ({pct} % percentile bootstrap, {resamples} resamples)")?
+                }
+                Some(CiMethod::BasicBootstrap { resamples, .. }) => {
+                    write!(f, " ({pct} % basic bootstrap, {resamples} resamples)")?
                 }
                 Some(CiMethod::Dkw) => write!(f, " ({pct} % DKW)")?,
                 None => write!(f, " ({pct} %)")?,

@@ -51,6 +51,15 @@ pub enum CiMethod {
         /// Seed of the resampling.
         seed: u64,
     },
+    /// Basic (reverse-percentile) bootstrap `[2θ̂ − q_hi, 2θ̂ − q_lo]`, which removes the
+    /// first-order bias of a statistic such as a maximum over thresholds (see
+    /// [`Replicates::basic_interval`](super::Replicates::basic_interval)).
+    BasicBootstrap {
+        /// Number of resamples.
+        resamples: usize,
+        /// Seed of the resampling.
+        seed: u64,
+    },
     /// The distribution-free Dvoretzky–Kiefer–Wolfowitz band (see [`dkw_epsilon`]).
     Dkw,
 }
@@ -146,6 +155,17 @@ pub(crate) fn percentile_interval(values: &mut [f64], level: f64) -> Interval {
     Interval {
         lower: quantile_sorted(values, (1.0 - level) / 2.0),
         upper: quantile_sorted(values, (1.0 + level) / 2.0),
+        level,
+    }
+}
+
+/// The basic (reverse-percentile) interval `[2θ̂ − q_hi, 2θ̂ − q_lo]` of bootstrap replicates
+/// around the full-sample estimate `estimate`, with the quantiles of [`percentile_interval`].
+pub(crate) fn basic_interval(values: &mut [f64], estimate: f64, level: f64) -> Interval {
+    let p = percentile_interval(values, level);
+    Interval {
+        lower: 2.0 * estimate - p.upper,
+        upper: 2.0 * estimate - p.lower,
         level,
     }
 }

@@ -57,8 +57,8 @@ impl OperatingPoint {
 ///
 /// let s = MembershipSample::new(vec![0.1, 0.2, 0.5, 0.9], vec![0.3, 0.5, 0.8, 1.0])?;
 /// let roc = Roc::new(&s);
-/// // Pairs (member < non-member) + ½·ties, over 16 pairs: 4 + 3 + (2 + ½) + 1 = 10.5.
-/// assert_eq!(roc.auc(), 10.5 / 16.0);
+/// // Pairs (member < non-member) + ½·ties, over 16 pairs: 4 + 4 + (2 + ½) + 1 = 11.5.
+/// assert_eq!(roc.auc(), 11.5 / 16.0);
 /// let best = roc.best_threshold();
 /// assert_eq!((best.threshold, best.true_positives, best.false_positives), (0.2, 2, 0));
 /// assert_eq!(roc.advantage(), 0.5);

@@ -13,9 +13,13 @@ use super::sample::MembershipSample;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AdvantageCi {
-    /// Percentile bootstrap (the default): tight, asymptotically valid.
+    /// Basic bootstrap (the default): corrects the upward bias of a maximum over thresholds,
+    /// which the percentile interval inherits (see
+    /// [`Replicates::basic_interval`](super::Replicates::basic_interval)).
     #[default]
-    Bootstrap,
+    BasicBootstrap,
+    /// Percentile bootstrap: shifted upward with the bias; under-covers at moderate sizes.
+    PercentileBootstrap,
     /// The DKW band ([`dkw_interval`](super::dkw_interval)): valid for every sample size and
     /// distribution, wider.
     Dkw,
@@ -30,8 +34,9 @@ pub enum AdvantageCi {
 /// noise, not for that bias.
 ///
 /// Defaults: TPR at FPR 0.1 % and 1 % (Carlini et al. 2022; needs ≥ 1000 non-members, see
-/// [`LossThreshold::with_fprs`]), and a 1000-resample 95 % percentile bootstrap with seed 0
-/// for every interval.
+/// [`LossThreshold::with_fprs`]), and 1000 bootstrap resamples at 95 % with seed 0: a basic
+/// bootstrap interval for MIS (see [`AdvantageCi`]), percentile intervals for the AUC and the
+/// TPRs.
 ///
 /// ```
 /// use quantlens::MembershipSample;
@@ -68,12 +73,12 @@ impl Default for LossThreshold {
 }
 
 impl LossThreshold {
-    /// TPR at FPR 0.1 % and 1 %, default bootstrap, bootstrap interval for MIS.
+    /// TPR at FPR 0.1 % and 1 %, default bootstrap, basic bootstrap interval for MIS.
     pub fn new() -> Self {
         LossThreshold {
             fprs: vec![0.001, 0.01],
             bootstrap: Bootstrap::default(),
-            advantage_ci: AdvantageCi::Bootstrap,
+            advantage_ci: AdvantageCi::BasicBootstrap,
         }
     }
 
@@ -107,13 +112,16 @@ impl LossThreshold {
         let reps = self.bootstrap.replicates(roc, &stats)?;
         let (m, n) = (roc.n_members(), roc.n_non_members());
         let best = roc.best_threshold();
+        let (resamples, seed) = (self.bootstrap.resamples(), self.bootstrap.seed());
+        // Statistic 0 is MIS; its basic interval is the advantage's, mirrored.
         let (ci, method) = match self.advantage_ci {
-            AdvantageCi::Bootstrap => (
+            AdvantageCi::BasicBootstrap => (
+                reps.basic_interval(0),
+                CiMethod::BasicBootstrap { resamples, seed },
+            ),
+            AdvantageCi::PercentileBootstrap => (
                 reps.interval(0),
-                CiMethod::PercentileBootstrap {
-                    resamples: self.bootstrap.resamples(),
-                    seed: self.bootstrap.seed(),
-                },
+                CiMethod::PercentileBootstrap { resamples, seed },
             ),
             AdvantageCi::Dkw => (
                 dkw_interval(best.advantage(), m, n, self.bootstrap.level())?.one_minus(),
