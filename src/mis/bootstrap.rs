@@ -109,19 +109,14 @@ impl Bootstrap {
         let plan = Plan::new(statistics, b.len())?;
         let groups = Groups::by_value(a, b)?;
         let (m, n) = (a.len(), b.len());
-        let estimates = plan.evaluate(
-            &groups.roc_counts(&vec![1; m], &vec![1; n], &plan.fp_budgets),
-            m,
-            n,
-        );
+        let estimates = plan.evaluate(&groups.roc_counts(&vec![1; m + n], &plan.fp_budgets), m, n);
         let rows = par_resamples(
             self.resamples,
             self.seed,
-            || (vec![0u32; m], vec![0u32; n]),
-            |(wm, wn), rng| {
-                draw_counts(rng, wm);
-                draw_counts(rng, wn);
-                plan.evaluate(&groups.roc_counts(wm, wn, &plan.fp_budgets), m, n)
+            || vec![0u32; m + n],
+            |w, rng| {
+                draw_sides(rng, w, m);
+                plan.evaluate(&groups.roc_counts(w, &plan.fp_budgets), m, n)
             },
         );
         Ok(Replicates::from_rows(
@@ -252,6 +247,14 @@ pub(crate) fn draw_counts(g: &mut SplitMix64, counts: &mut [u32]) {
     }
 }
 
+/// Multinomial counts for both sides of a `[members | non-members]` weight slice, members
+/// (the first `m`) first.
+pub(crate) fn draw_sides(g: &mut SplitMix64, w: &mut [u32], m: usize) {
+    let (wm, wn) = w.split_at_mut(m);
+    draw_counts(g, wm);
+    draw_counts(g, wn);
+}
+
 /// Uniform on `0..n` by Lemire's multiply-shift; the bias is below n / 2^64 (negligible for
 /// any sample that fits in memory), and there is no rejection loop, so every resample uses a
 /// fixed number of draws.
@@ -312,14 +315,48 @@ pub(crate) struct RocCounts {
 /// Runs of sorted positions that share a key (a score, or a histogram bin), merged across the
 /// two sides: run `g` spans member positions `ends[g-1][0]..ends[g][0]` and non-member
 /// positions `ends[g-1][1]..ends[g][1]`. Built once; every resample reuses it.
+///
+/// Weights come as one slice `[members | non-members]` in sorted order, each side summing to
+/// its size (multinomial counts do).
 pub(crate) struct Groups {
+    m: usize,
+    n: usize,
     ends: Vec<[u32; 2]>,
+    /// When no member score equals a non-member score: the merged sorted order as indices
+    /// into the weight slice. Ties within one side then need no grouping (see
+    /// [`Groups::roc_counts`]), and the pass runs branch-free per score.
+    untied: Option<Vec<u32>>,
 }
 
 impl Groups {
-    /// Runs of equal scores (ties).
+    /// Runs of equal scores (ties), with the branch-free merged order when no score is shared
+    /// across the sides.
     pub(crate) fn by_value(a: &[f64], b: &[f64]) -> Result<Groups> {
-        Groups::by_key(a, b, |x| x)
+        let mut g = Groups::by_key(a, b, |x| x)?;
+        let (m, n) = (a.len(), b.len());
+        let mut prev = [0u32; 2];
+        let cross_ties = g.ends.iter().any(|&[em, en]| {
+            let both = em > prev[0] && en > prev[1];
+            prev = [em, en];
+            both
+        });
+        // The fast pass keeps its sums in 64 bits: 2·m·n must fit.
+        let small = (m as u128) * (n as u128) < (1u128 << 62) && m + n <= u32::MAX as usize;
+        if !cross_ties && small {
+            let mut order = Vec::with_capacity(m + n);
+            let (mut i, mut j) = (0, 0);
+            while i < m || j < n {
+                if j == n || (i < m && a[i] < b[j]) {
+                    order.push(i as u32);
+                    i += 1;
+                } else {
+                    order.push((m + j) as u32);
+                    j += 1;
+                }
+            }
+            g.untied = Some(order);
+        }
+        Ok(g)
     }
 
     /// Runs of equal `key(score)`; `key` must be nondecreasing so that the sorted order of
@@ -348,7 +385,12 @@ impl Groups {
             }
             ends.push([i as u32, j as u32]);
         }
-        Ok(Groups { ends })
+        Ok(Groups {
+            m,
+            n,
+            ends,
+            untied: None,
+        })
     }
 
     /// Number of runs.
@@ -357,11 +399,8 @@ impl Groups {
     }
 
     /// Weighted count of each run, members then non-members, in order.
-    fn weighted_runs<'a>(
-        &'a self,
-        wm: &'a [u32],
-        wn: &'a [u32],
-    ) -> impl Iterator<Item = (u64, u64)> + 'a {
+    fn weighted_runs<'a>(&'a self, w: &'a [u32]) -> impl Iterator<Item = (u64, u64)> + 'a {
+        let (wm, wn) = w.split_at(self.m);
         let mut prev = [0usize; 2];
         self.ends.iter().map(move |&[em, en]| {
             let (em, en) = (em as usize, en as usize);
@@ -373,15 +412,22 @@ impl Groups {
     }
 
     /// AUC, best advantage and TPR within each false-positive budget, from per-position
-    /// weights (multiplicities) of the sorted members `wm` and non-members `wn`.
-    pub(crate) fn roc_counts(&self, wm: &[u32], wn: &[u32], fp_budgets: &[usize]) -> RocCounts {
-        let m: u64 = wm.iter().map(|&w| u64::from(w)).sum();
-        let n: u64 = wn.iter().map(|&w| u64::from(w)).sum();
+    /// weights (multiplicities) `w = [members | non-members]` in sorted order.
+    pub(crate) fn roc_counts(&self, w: &[u32], fp_budgets: &[usize]) -> RocCounts {
+        match &self.untied {
+            Some(order) => self.roc_counts_untied(order, w, fp_budgets),
+            None => self.roc_counts_runs(w, fp_budgets),
+        }
+    }
+
+    /// The general pass, one step per run of tied scores.
+    fn roc_counts_runs(&self, w: &[u32], fp_budgets: &[usize]) -> RocCounts {
+        let (m, n) = (self.m as u64, self.n as u64);
         let (mut tm, mut tn) = (0u64, 0u64);
         let mut half_pairs = 0u128;
         let mut best_d = 0i128;
         let mut tp_at_budget = vec![0u64; fp_budgets.len()];
-        for (cm, cn) in self.weighted_runs(wm, wn) {
+        for (cm, cn) in self.weighted_runs(w) {
             tm += cm;
             tn += cn;
             // Members of this run beat the non-members above it, and tie with its own.
@@ -401,12 +447,42 @@ impl Groups {
         }
     }
 
+    /// The same pass, one branch-free step per score, valid when no member ties a
+    /// non-member. A run of equal scores on one side then needs no grouping: inside a member
+    /// run `tp·n − fp·m` only grows and the budgets' TPRs are overwritten by the run's end;
+    /// inside a non-member run it only shrinks, and a TPR recorded mid-run equals the one
+    /// just before the run, which has fewer false positives. Sums fit in 64 bits (checked at
+    /// construction).
+    fn roc_counts_untied(&self, order: &[u32], w: &[u32], fp_budgets: &[usize]) -> RocCounts {
+        let (m, n) = (self.m as u64, self.n as u64);
+        let (mut tm, mut tn) = (0u64, 0u64);
+        let mut half_pairs = 0u64;
+        let mut best_d = 0i64;
+        let mut tp_at_budget = vec![0u64; fp_budgets.len()];
+        let budgets: Vec<u64> = fp_budgets.iter().map(|&k| k as u64).collect();
+        for &idx in order {
+            let wt = u64::from(w[idx as usize]);
+            let cm = wt * u64::from((idx as usize) < self.m);
+            tm += cm;
+            tn += wt - cm;
+            half_pairs += 2 * cm * (n - tn);
+            best_d = best_d.max((tm * n) as i64 - (tn * m) as i64);
+            for (r, &k) in tp_at_budget.iter_mut().zip(&budgets) {
+                *r = if tn <= k { tm } else { *r };
+            }
+        }
+        RocCounts {
+            half_pairs: u128::from(half_pairs),
+            best_d: i128::from(best_d),
+            tp_at_budget,
+        }
+    }
+
     /// `½ Σ_runs |p_m − p_n|`: total variation between the two weighted run histograms.
-    pub(crate) fn total_variation(&self, wm: &[u32], wn: &[u32]) -> f64 {
-        let m: u64 = wm.iter().map(|&w| u64::from(w)).sum();
-        let n: u64 = wn.iter().map(|&w| u64::from(w)).sum();
+    pub(crate) fn total_variation(&self, w: &[u32]) -> f64 {
+        let (m, n) = (self.m as u64, self.n as u64);
         let twice: u128 = self
-            .weighted_runs(wm, wn)
+            .weighted_runs(w)
             .map(|(cm, cn)| i128::from(cm) * i128::from(n) - i128::from(cn) * i128::from(m))
             .map(|d| d.unsigned_abs())
             .sum();
@@ -446,7 +522,7 @@ mod tests {
             ];
             let plan = Plan::new(&stats, n).unwrap();
             let groups = Groups::by_value(roc.sorted_members(), roc.sorted_non_members()).unwrap();
-            let c = groups.roc_counts(&vec![1; m], &vec![1; n], &plan.fp_budgets);
+            let c = groups.roc_counts(&vec![1; m + n], &plan.fp_budgets);
             let v = plan.evaluate(&c, m, n);
             assert!((v[0] - roc.advantage()).abs() < 1e-15);
             assert!((v[1] - (1.0 - roc.advantage())).abs() < 1e-15);
@@ -456,13 +532,21 @@ mod tests {
         }
     }
 
-    /// A weighted pass equals the unweighted pass over the explicitly built resample.
+    /// A weighted pass equals the unweighted pass over the explicitly built resample, on both
+    /// the per-run and the per-score (untied) paths.
     #[test]
     fn weights_equal_an_explicit_resample() {
-        let s = sample(9, 200, 300, true);
-        let roc = Roc::new(&s);
-        let (a, b) = (roc.sorted_members(), roc.sorted_non_members());
-        let groups = Groups::by_value(a, b).unwrap();
+        // Within-side ties only: even members, odd non-members.
+        let parity = MembershipSample::new(
+            (0..200).map(|i| f64::from((i * 7) % 50 * 2)).collect(),
+            (0..300).map(|i| f64::from((i * 11) % 60 * 2 + 1)).collect(),
+        )
+        .unwrap();
+        let cases = [
+            (sample(9, 200, 300, true), false),
+            (sample(10, 200, 300, false), true),
+            (parity, true),
+        ];
         let plan = Plan::new(
             &[
                 Statistic::Advantage,
@@ -473,22 +557,32 @@ mod tests {
         )
         .unwrap();
         let mut g = SplitMix64::new(5);
-        for _ in 0..20 {
-            let (mut wm, mut wn) = (vec![0; 200], vec![0; 300]);
-            draw_counts(&mut g, &mut wm);
-            draw_counts(&mut g, &mut wn);
-            assert_eq!(wm.iter().sum::<u32>(), 200);
-            let expand = |v: &[f64], w: &[u32]| -> Vec<f64> {
-                v.iter()
-                    .zip(w)
-                    .flat_map(|(&x, &k)| std::iter::repeat_n(x, k as usize))
-                    .collect()
-            };
-            let r = Roc::new(&MembershipSample::new(expand(a, &wm), expand(b, &wn)).unwrap());
-            let v = plan.evaluate(&groups.roc_counts(&wm, &wn, &plan.fp_budgets), 200, 300);
-            assert!((v[0] - r.advantage()).abs() < 1e-15);
-            assert_eq!(v[1], r.auc());
-            assert_eq!(v[2], r.tpr_at_fpr(0.05).unwrap().tpr);
+        for (s, untied) in cases {
+            let roc = Roc::new(&s);
+            let (a, b) = (roc.sorted_members(), roc.sorted_non_members());
+            let groups = Groups::by_value(a, b).unwrap();
+            assert_eq!(groups.untied.is_some(), untied);
+            let runs = Groups::by_key(a, b, |x| x).unwrap();
+            for _ in 0..20 {
+                let mut w = vec![0; 500];
+                draw_sides(&mut g, &mut w, 200);
+                assert_eq!(w[..200].iter().sum::<u32>(), 200);
+                let expand = |v: &[f64], w: &[u32]| -> Vec<f64> {
+                    v.iter()
+                        .zip(w)
+                        .flat_map(|(&x, &k)| std::iter::repeat_n(x, k as usize))
+                        .collect()
+                };
+                let r = Roc::new(
+                    &MembershipSample::new(expand(a, &w[..200]), expand(b, &w[200..])).unwrap(),
+                );
+                let v = plan.evaluate(&groups.roc_counts(&w, &plan.fp_budgets), 200, 300);
+                assert!((v[0] - r.advantage()).abs() < 1e-15);
+                assert_eq!(v[1], r.auc());
+                assert_eq!(v[2], r.tpr_at_fpr(0.05).unwrap().tpr);
+                let v2 = plan.evaluate(&runs.roc_counts(&w, &plan.fp_budgets), 200, 300);
+                assert_eq!(v, v2);
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
-use super::bootstrap::{Bootstrap, Groups, Plan, Statistic, draw_counts, par_resamples};
+use super::bootstrap::{Bootstrap, Groups, Plan, Statistic, draw_sides, par_resamples};
 use super::estimate::MisEstimate;
 use super::interval::{Interval, percentile_interval};
 use super::sample::MembershipSample;
@@ -152,26 +152,24 @@ pub fn paired_bootstrap(
             b.n_non_members()
         )));
     }
-    let side = Paired::new(a, b)?;
+    let (sa, sb) = (SortedSide::new(a)?, SortedSide::new(b)?);
     let plan = Plan::new(&[statistic], n)?;
-    let stat = |groups: &Groups, wm: &[u32], wn: &[u32]| {
-        plan.evaluate(&groups.roc_counts(wm, wn, &plan.fp_budgets), m, n)[0]
+    let stat = |groups: &Groups, w: &[u32]| {
+        plan.evaluate(&groups.roc_counts(w, &plan.fp_budgets), m, n)[0]
     };
-    let ones = |k: usize| vec![1u32; k];
-    let difference =
-        stat(&side.a.groups, &ones(m), &ones(n)) - stat(&side.b.groups, &ones(m), &ones(n));
+    let ones = vec![1u32; m + n];
+    let difference = stat(&sa.groups, &ones) - stat(&sb.groups, &ones);
     let mut diffs = par_resamples(
         bootstrap.resamples(),
         bootstrap.seed(),
-        || Scratch::new(m, n),
-        |s, g| {
-            // One draw of example indices per side, scattered to each sample's sorted order.
-            draw_counts(g, &mut s.cm);
-            draw_counts(g, &mut s.cn);
-            side.a.scatter(&s.cm, &s.cn, &mut s.wm, &mut s.wn);
-            let da = stat(&side.a.groups, &s.wm, &s.wn);
-            side.b.scatter(&s.cm, &s.cn, &mut s.wm, &mut s.wn);
-            da - stat(&side.b.groups, &s.wm, &s.wn)
+        || (vec![0u32; m + n], vec![0u32; m + n]),
+        |(counts, w), g| {
+            // One draw of example indices per side, moved to each sample's sorted order.
+            draw_sides(g, counts, m);
+            sa.scatter(counts, w);
+            let da = stat(&sa.groups, w);
+            sb.scatter(counts, w);
+            da - stat(&sb.groups, w)
         },
     );
     let below = diffs.iter().filter(|&&d| d <= 0.0).count();
@@ -186,65 +184,38 @@ pub fn paired_bootstrap(
     })
 }
 
-/// Per-thread buffers of the paired bootstrap.
-struct Scratch {
-    cm: Vec<u32>,
-    cn: Vec<u32>,
-    wm: Vec<u32>,
-    wn: Vec<u32>,
-}
-
-impl Scratch {
-    fn new(m: usize, n: usize) -> Self {
-        Scratch {
-            cm: vec![0; m],
-            cn: vec![0; n],
-            wm: vec![0; m],
-            wn: vec![0; n],
-        }
-    }
-}
-
-/// The two samples of a paired comparison, each sorted once.
-struct Paired {
-    a: SortedSide,
-    b: SortedSide,
-}
-
-impl Paired {
-    fn new(a: &MembershipSample, b: &MembershipSample) -> Result<Self> {
-        Ok(Paired {
-            a: SortedSide::new(a)?,
-            b: SortedSide::new(b)?,
-        })
-    }
-}
-
-/// A sample sorted once, with the sorted position of every original example.
+/// A sample sorted once, with the place of every example in the sorted weight slice
+/// `[members | non-members]`.
 struct SortedSide {
     groups: Groups,
-    member_pos: Vec<u32>,
-    non_member_pos: Vec<u32>,
+    pos: Vec<u32>,
 }
 
 impl SortedSide {
     fn new(s: &MembershipSample) -> Result<Self> {
+        let m = s.n_members();
+        if m + s.n_non_members() > u32::MAX as usize {
+            return Err(Error::Unsupported(format!(
+                "paired bootstrap of more than {} scores",
+                u32::MAX
+            )));
+        }
         let (pa, va) = argsort(s.members());
         let (pb, vb) = argsort(s.non_members());
+        let pos = pa
+            .into_iter()
+            .chain(pb.into_iter().map(|p| p + m as u32))
+            .collect();
         Ok(SortedSide {
             groups: Groups::by_value(&va, &vb)?,
-            member_pos: pa,
-            non_member_pos: pb,
+            pos,
         })
     }
 
-    /// Move per-example counts to sorted positions.
-    fn scatter(&self, cm: &[u32], cn: &[u32], wm: &mut [u32], wn: &mut [u32]) {
-        for (&p, &c) in self.member_pos.iter().zip(cm) {
-            wm[p as usize] = c;
-        }
-        for (&p, &c) in self.non_member_pos.iter().zip(cn) {
-            wn[p as usize] = c;
+    /// Move per-example counts (in example order) to sorted positions.
+    fn scatter(&self, counts: &[u32], w: &mut [u32]) {
+        for (&p, &c) in self.pos.iter().zip(counts) {
+            w[p as usize] = c;
         }
     }
 }

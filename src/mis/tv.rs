@@ -4,7 +4,7 @@
 use crate::error::Result;
 
 use super::MisEstimator;
-use super::bootstrap::{Bootstrap, Groups, draw_counts, par_resamples};
+use super::bootstrap::{Bootstrap, Groups, draw_sides, par_resamples};
 use super::estimate::MisEstimate;
 use super::interval::{CiMethod, Interval, basic_interval, quantile_sorted};
 use super::roc::sorted;
@@ -89,15 +89,14 @@ impl SmoothedTv {
             Groups::by_value(&a, &b)?
         };
         let (m, n) = (a.len(), b.len());
-        let tv = groups.total_variation(&vec![1; m], &vec![1; n]);
+        let tv = groups.total_variation(&vec![1; m + n]);
         let mut reps = par_resamples(
             self.bootstrap.resamples(),
             self.bootstrap.seed(),
-            || (vec![0u32; m], vec![0u32; n]),
-            |(wm, wn), g| {
-                draw_counts(g, wm);
-                draw_counts(g, wn);
-                groups.total_variation(wm, wn)
+            || vec![0u32; m + n],
+            |w, g| {
+                draw_sides(g, w, m);
+                groups.total_variation(w)
             },
         );
         let ci = basic_interval(&mut reps, tv, self.bootstrap.level());
