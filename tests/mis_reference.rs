@@ -6,7 +6,7 @@ use quantlens::mis::{
     Bootstrap, DpAudit, MisEstimate, Roc, SlicedScores, Statistic, clopper_pearson, dkw_epsilon,
     paired_bootstrap, pareto_front, rank_by_mis,
 };
-use quantlens::{Error, Interval, MembershipSample};
+use quantlens::{Error, Interval, MembershipSample, MisEstimator};
 
 // ---------------------------------------------------------------------------------------------
 // Naive ROC quantities.
@@ -365,4 +365,32 @@ fn errors_are_values_not_panics() {
     ));
     assert!(pareto_front(&[(f64::INFINITY, 0.0)]).is_err());
     assert!(dkw_epsilon(10, 10, 0.0).is_err());
+}
+
+#[test]
+fn display_reads_like_a_report_line() {
+    let members: Vec<f64> = (0..1000).map(|i| (i as f64 * 0.618).fract()).collect();
+    let non_members: Vec<f64> = (0..1000)
+        .map(|i| (i as f64 * 0.618).fract() + 0.2)
+        .collect();
+    let s = MembershipSample::new(members, non_members).unwrap();
+    let est = quantlens::LossThreshold::new()
+        .with_fprs(&[0.001, 0.01])
+        .with_bootstrap(Bootstrap::new(200, 0.95, 1).unwrap())
+        .estimate(&s)
+        .unwrap();
+    let line = est.to_string();
+    println!("{line}");
+    assert!(line.starts_with(&format!("MIS {:.3} [", est.mis)));
+    assert!(line.contains("(95 % basic bootstrap, 200 resamples)"));
+    assert!(line.contains("| TPR@0.1% "));
+    assert!(line.ends_with("| n = 1000 members, 1000 non-members"));
+    let tv = quantlens::SmoothedTv::new()
+        .with_bootstrap(Bootstrap::new(200, 0.95, 3).unwrap())
+        .histogram(&s)
+        .unwrap();
+    println!(
+        "TV {:.3} [{:.3}, {:.3}], h = {:.4}",
+        tv.tv, tv.ci.lower, tv.ci.upper, tv.bin_width
+    );
 }
