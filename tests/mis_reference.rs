@@ -181,16 +181,17 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Clopper–Pearson and the ε bound against binomial sums.
 
-fn ln_choose(n: usize, k: usize) -> f64 {
-    (1..=k).map(|i| ((n - k + i) as f64 / i as f64).ln()).sum()
-}
-
-/// P(Bin(n, p) ≤ x), term by term.
+/// P(Bin(n, p) ≤ x), term by term: ln pmf(0) = n·ln(1 − p), then
+/// pmf(k + 1) = pmf(k) · (n − k)/(k + 1) · p/(1 − p), in logs.
 fn binom_cdf(x: usize, n: usize, p: f64) -> f64 {
-    (0..=x)
-        .map(|k| (ln_choose(n, k) + k as f64 * p.ln() + (n - k) as f64 * (-p).ln_1p()).exp())
-        .sum::<f64>()
-        .min(1.0)
+    let (ln_p, ln_q) = (p.ln(), (-p).ln_1p());
+    let mut ln_pmf = n as f64 * ln_q;
+    let mut sum = 0.0;
+    for k in 0..=x {
+        sum += ln_pmf.exp();
+        ln_pmf += ((n - k) as f64 / (k + 1) as f64).ln() + ln_p - ln_q;
+    }
+    sum.min(1.0)
 }
 
 /// Clopper–Pearson by bisection on the binomial sums.
@@ -199,7 +200,7 @@ fn naive_cp(x: usize, n: usize, level: f64) -> (f64, f64) {
     // Root of f(p) = target for f decreasing in p (every binomial CDF is).
     let solve = |f: &dyn Fn(f64) -> f64, target: f64| {
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
-        for _ in 0..200 {
+        for _ in 0..100 {
             let mid = 0.5 * (lo + hi);
             if f(mid) > target {
                 lo = mid;
