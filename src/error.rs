@@ -167,14 +167,23 @@ pub enum Error {
         reason: String,
     },
 
-    /// A parameter outside its valid range (a learning rate of zero, a split larger than the
-    /// data set, …).
+    /// A parameter outside its valid range (a confidence level, a resample count, an FPR, a
+    /// learning rate, a split larger than the data set).
     #[error("invalid {name}: {reason}")]
     InvalidParameter {
-        /// The parameter.
+        /// The parameter, as the API names it.
         name: &'static str,
-        /// Why it is refused.
+        /// What was wrong and what is accepted.
         reason: String,
+    },
+
+    /// A group of sliced membership scores with no score on one side.
+    #[error("group {group} has no {side}; drop the group or merge it with another")]
+    EmptyGroup {
+        /// The group label, as `Debug` prints it.
+        group: String,
+        /// The empty side ("member scores" or "non-member scores").
+        side: &'static str,
     },
 
     /// An error from Candle itself.

@@ -93,6 +93,7 @@ pub mod testing;
 
 pub use error::{Error, Result};
 pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
+pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
 pub use probe::LossProbe;
 pub use quant::{

@@ -1,111 +1,78 @@
 //! Membership-inference security: from member / non-member scores to MIS = 1 − advantage.
+//!
+//! Scores are per-example losses under the released (e.g. quantized) model: *lower* means
+//! "more likely a member". The **advantage** of an attack is `TPR − FPR`; the best attack's
+//! advantage is the total variation between the two score laws, and **MIS = 1 − advantage**.
+//! A concrete attack gives a lower bound on the advantage, hence an upper bound on MIS.
+//!
+//! | concept | type | file |
+//! |---|---|---|
+//! | validated scores | [`MembershipSample`] | `sample.rs` |
+//! | ROC, AUC, best threshold, TPR at FPR (conservative rule) | [`Roc`], [`OperatingPoint`] | `roc.rs` |
+//! | the loss-threshold attack as an estimator | [`LossThreshold`] | `threshold.rs` |
+//! | percentile bootstrap without re-sorting | [`Bootstrap`], [`Statistic`] | `bootstrap.rs` |
+//! | intervals, distribution-free DKW band | [`Interval`], [`dkw_interval`] | `interval.rs` |
+//! | what an estimator reports | [`MisEstimate`] | `estimate.rs` |
+//! | ε lower bound with Clopper–Pearson | [`DpAudit`], [`clopper_pearson`] | `dp.rs` |
+//! | histogram total variation (upper-side view) | [`SmoothedTv`] | `tv.rs` |
+//! | per-group (per-class) estimates | [`SlicedScores`] | `slice.rs` |
+//! | ranking, paired test, Pareto front | [`rank_by_mis`], [`paired_bootstrap`], [`pareto_front`] | `rank.rs` |
+//! | reference-model losses, scores → sample | [`ReferenceLosses`], [`sample_from_scores`] | `reference.rs` |
+//! | likelihood-ratio attack (online / offline) | [`Lira`] | `lira.rs` |
+//! | pairwise likelihood-ratio attack | [`Rmia`] | `rmia.rs` |
+//! | **experimental** quantized-model MIS indicator | [`MisIndicator`] | `indicator.rs` |
+//!
+//! ```
+//! use quantlens::MembershipSample;
+//! use quantlens::mis::{Bootstrap, LossThreshold, MisEstimator};
+//! use quantlens::rng::SplitMix64;
+//!
+//! // Members' losses sit 1 below the non-members' (both Gaussian, unit variance).
+//! let mut g = SplitMix64::new(1);
+//! let members: Vec<f64> = (0..5000).map(|_| g.normal() - 1.0).collect();
+//! let non_members: Vec<f64> = (0..5000).map(|_| g.normal()).collect();
+//! let sample = MembershipSample::new(members, non_members)?;
+//!
+//! let est = LossThreshold::new().with_bootstrap(Bootstrap::new(300, 0.95, 7)?).estimate(&sample)?;
+//! println!("{est}");
+//! // Truth: advantage 2Φ(½) − 1 = 0.383, AUC Φ(1/√2) = 0.760.
+//! assert!((est.advantage - 0.383).abs() < 0.04);
+//! assert!((est.auc.unwrap().value - 0.760).abs() < 0.02);
+//! # Ok::<(), quantlens::Error>(())
+//! ```
 
+mod bootstrap;
+mod dp;
+mod estimate;
 mod indicator;
+mod interval;
 mod lira;
+mod rank;
 mod reference;
 mod rmia;
+mod roc;
+mod sample;
+mod slice;
+mod special;
+mod threshold;
+mod tv;
 
+pub use bootstrap::{Bootstrap, Replicates, Statistic};
+pub use dp::{DpAudit, EpsilonBound, clopper_pearson};
+pub use estimate::{MisEstimate, PointEstimate, TprAtFpr};
 pub use indicator::{IndicatorEstimate, MisIndicator};
+pub use interval::{CiMethod, Interval, dkw_epsilon, dkw_interval};
 pub use lira::{Lira, LiraStatistic, LiraVariant};
+pub use rank::{PairedComparison, Ranked, paired_bootstrap, pareto_front, rank_by_mis};
 pub use reference::{ReferenceLosses, sample_from_scores};
 pub use rmia::Rmia;
+pub use roc::{OperatingPoint, Roc};
+pub use sample::MembershipSample;
+pub use slice::{GroupSize, SlicedScores};
+pub use threshold::{AdvantageCi, LossThreshold};
+pub use tv::{SmoothedTv, TvEstimate};
 
-use crate::error::{Error, Result};
-
-/// Per-sample scores of members (trained on) and non-members (never seen), where a *lower*
-/// score means "more likely a member" (a loss).
-///
-/// Built only through [`MembershipSample::new`], which refuses empty sides and non-finite
-/// scores, so every estimator can rely on clean input.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MembershipSample {
-    members: Vec<f64>,
-    non_members: Vec<f64>,
-}
-
-impl MembershipSample {
-    /// Validate and wrap the two score lists.
-    ///
-    /// ```
-    /// use quantlens::MembershipSample;
-    /// assert!(MembershipSample::new(vec![0.1, 0.2], vec![0.9]).is_ok());
-    /// assert!(MembershipSample::new(vec![], vec![0.9]).is_err());
-    /// assert!(MembershipSample::new(vec![f64::NAN], vec![0.9]).is_err());
-    /// ```
-    pub fn new(members: Vec<f64>, non_members: Vec<f64>) -> Result<Self> {
-        for (what, v) in [
-            ("member scores", &members),
-            ("non-member scores", &non_members),
-        ] {
-            if v.is_empty() {
-                return Err(Error::TooFewSamples {
-                    what,
-                    needed: 1,
-                    got: 0,
-                });
-            }
-            if let Some(first_index) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::NonFinite {
-                    what,
-                    count: v.iter().filter(|x| !x.is_finite()).count(),
-                    first_index,
-                });
-            }
-        }
-        Ok(MembershipSample {
-            members,
-            non_members,
-        })
-    }
-    /// Scores of the members.
-    pub fn members(&self) -> &[f64] {
-        &self.members
-    }
-    /// Scores of the non-members.
-    pub fn non_members(&self) -> &[f64] {
-        &self.non_members
-    }
-}
-
-/// A two-sided confidence interval.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Interval {
-    /// Lower end.
-    pub lower: f64,
-    /// Upper end.
-    pub upper: f64,
-    /// Nominal coverage, e.g. 0.95.
-    pub level: f64,
-}
-
-/// What an estimator concludes from a [`MembershipSample`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct MisEstimate {
-    /// Membership-inference security, `1 − advantage`.
-    pub mis: f64,
-    /// The attack's advantage, `TPR − FPR` at its best operating point.
-    pub advantage: f64,
-    /// Confidence interval of `mis`, when the estimator provides one.
-    pub ci: Option<Interval>,
-    /// Number of member scores behind the estimate.
-    pub n_members: usize,
-    /// Number of non-member scores behind the estimate.
-    pub n_non_members: usize,
-}
-
-impl MisEstimate {
-    /// An estimate from an advantage (MIS = 1 − advantage) and the sample it came from.
-    pub fn from_advantage(advantage: f64, ci: Option<Interval>, sample: &MembershipSample) -> Self {
-        MisEstimate {
-            mis: 1.0 - advantage,
-            advantage,
-            ci,
-            n_members: sample.members.len(),
-            n_non_members: sample.non_members.len(),
-        }
-    }
-}
+use crate::error::Result;
 
 /// Estimates membership-inference security from member and non-member scores.
 ///
