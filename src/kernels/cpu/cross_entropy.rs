@@ -8,12 +8,13 @@
 //! `s = Σ_{i≠t} exp(x_i − m)` (see [`super::logsumexp`]), and in f64
 //!
 //! ```text
-//! z = ln s + (m − x_t) = ln S,      loss = softplus(z) = ln(1 + e^z)
+//! d = m − x_t,      S = s·e^d,      loss = ln(1 + S)   (ln s + d once d ≥ 700)
 //! ```
 //!
-//! with a softplus that never forms `1 + tiny`. The relative error of the loss is at most the
-//! absolute error of `z` (softplus′/softplus ≤ 1), i.e. the relative error of `s` plus
-//! 2⁻⁵²·|m − x_t|: about 1e-6 in the worst case, whatever the size of the loss.
+//! with a `log1p`, which never rounds `1 + tiny` away. The relative error of the loss is at
+//! most that of `S` (d ln(1+S)/dS · S/ln(1+S) ≤ 1), i.e. the relative error of `s` (≤ 1e-6,
+//! see [`super::logsumexp`]) plus a few f64 ulp: about 1e-6 in the worst case, whatever the
+//! size of the loss; then one rounding to f32.
 //!
 //! Each row is reduced by one thread in a fixed order, so the result does not depend on the
 //! number of threads (nor on SSE2 vs AVX2, see [`crate::kernels::multiversion`]).
@@ -27,41 +28,68 @@ use crate::kernels::{Fault, HostSlice};
 /// (classifiers) do not pay one task each.
 const TASK_ELEMS: usize = 8 * 1024;
 
-/// `ln(1 + e^z)` without cancellation or overflow.
-fn softplus(z: f64) -> f64 {
-    if z > 0.0 {
-        z + (-z).exp().ln_1p()
-    } else {
-        z.exp().ln_1p()
-    }
-}
+/// Rows up to this length (classifier outputs) are copied to the stack and reduced in one
+/// block (see [`short_row`]).
+const SHORT_ROW: usize = 64;
 
-/// The cross-entropy of one row whose target logit is `xt`, from the streaming state of the
-/// other entries. NaN marks a bad row (a NaN or +∞ logit).
-fn finish(rest: &StreamingLse, xt: f32) -> f32 {
-    let s = rest.sum();
-    if xt.is_nan() || xt == f32::INFINITY || rest.max() == f32::INFINITY || s.is_nan() {
+/// The cross-entropy of one row from `max` and `sum` (the streaming state of every entry but
+/// the target) and the target logit `xt`. NaN marks a bad row (a NaN or +∞ logit).
+fn finish(max: f32, sum: f64, xt: f32) -> f32 {
+    if xt.is_nan() || xt == f32::INFINITY || max == f32::INFINITY || sum.is_nan() {
         return f32::NAN;
     }
     if xt == f32::NEG_INFINITY {
         // The model gives the target probability 0.
         return f32::INFINITY;
     }
-    if s == 0.0 {
+    if sum == 0.0 {
         // Every other entry is −∞ (or there is none): the target has probability 1.
         return 0.0;
     }
-    let z = s.ln() + (rest.max() as f64 - xt as f64);
-    // Beyond f32::MAX (only for logits near ±f32::MAX) the conversion saturates to +∞.
-    softplus(z) as f32
+    let d = max as f64 - xt as f64;
+    if d < 700.0 {
+        ln_1p(sum * d.exp()) as f32
+    } else {
+        // S ≥ e^700: ln(1 + S) = ln S = ln s + d to f64 precision, and e^d would overflow.
+        // Beyond f32::MAX (only for logits near ±f32::MAX) the conversion saturates to +∞.
+        (sum.ln() + d) as f32
+    }
+}
+
+/// `ln(1 + s)` for `s ≥ 0`, within a few ulp, with one `ln` (Kahan's trick: `u = 1 + s` is
+/// rounded, but `s / (u − 1)` — with `u − 1` exact — corrects for exactly that rounding).
+/// The library's `ln_1p` is several times slower, which shows for short rows.
+fn ln_1p(s: f64) -> f64 {
+    let u = 1.0 + s;
+    if u == 1.0 {
+        s
+    } else {
+        u.ln() * (s / (u - 1.0))
+    }
+}
+
+/// The streaming state of the entries of a short row other than `t`: the row is copied to
+/// the stack with the target set to −∞ (which adds exactly 0) and reduced there as one
+/// vectorised block, instead of two ragged pieces.
+fn short_row(row: &[f32], t: usize) -> StreamingLse {
+    let mut buf = [f32::NEG_INFINITY; SHORT_ROW];
+    let buf = &mut buf[..row.len()];
+    buf.copy_from_slice(row);
+    buf[t] = f32::NEG_INFINITY;
+    StreamingLse::of_block_in_place(buf)
 }
 
 /// The cross-entropy of `row` with target index `t` (in range, checked by the caller).
 pub(crate) fn row_loss(row: &[f32], t: usize) -> f32 {
-    let mut rest = StreamingLse::new();
-    rest.push(&row[..t]);
-    rest.push(&row[t + 1..]);
-    finish(&rest, row[t])
+    let rest = if row.len() <= SHORT_ROW {
+        short_row(row, t)
+    } else {
+        let mut rest = StreamingLse::new();
+        rest.push(&row[..t]);
+        rest.push(&row[t + 1..]);
+        rest
+    };
+    finish(rest.max(), rest.sum(), row[t])
 }
 
 /// Per-row cross-entropy of `src` viewed as `[targets.len(), cols]`; rows whose target is
@@ -173,23 +201,57 @@ mod tests {
     }
 
     #[test]
+    fn one_ln_log1p_is_accurate() {
+        let mut worst = 0f64;
+        for i in 0..200_000 {
+            // s from 1e-30 to 1e30, log-spaced, plus the small values log1p exists for.
+            let s = 10f64.powf(-30.0 + 60.0 * i as f64 / 200_000.0);
+            let want = s.ln_1p();
+            worst = worst.max((ln_1p(s) - want).abs() / want);
+        }
+        assert!(worst <= 4.0 * f64::EPSILON, "{worst:e}");
+        assert_eq!(ln_1p(0.0), 0.0);
+    }
+
+    /// `row_loss` of `row` as given (short path) and padded with −∞ to a long row.
+    fn both_paths(row: &[f32], t: usize) -> [f32; 2] {
+        let mut long = row.to_vec();
+        long.resize(SHORT_ROW * 5 + 3, f32::NEG_INFINITY);
+        [row_loss(row, t), row_loss(&long, t)]
+    }
+
+    #[test]
     fn special_rows() {
-        let ninf = f32::NEG_INFINITY;
-        assert_eq!(row_loss(&[ninf, 2.0, ninf], 1), 0.0);
-        assert_eq!(row_loss(&[1.0, ninf, 3.0], 1), f32::INFINITY);
-        assert_eq!(row_loss(&[ninf, ninf], 0), f32::INFINITY);
-        assert_eq!(row_loss(&[5.0], 0), 0.0);
-        assert!(row_loss(&[1.0, f32::INFINITY], 0).is_nan());
-        assert!(row_loss(&[f32::INFINITY, 1.0], 0).is_nan());
-        assert!(row_loss(&[1.0, f32::NAN, 0.0], 2).is_nan());
-        // Ties: ln 2 exactly-ish, and a dominant target far below f32's resolution of lse.
-        assert!(close(
-            row_loss(&[3.0, 3.0], 0),
-            std::f64::consts::LN_2,
-            1e-7
-        ));
-        let tiny = row_loss(&[30.0, 0.0, 0.0], 0);
+        let (ninf, inf) = (f32::NEG_INFINITY, f32::INFINITY);
+        assert_eq!(both_paths(&[ninf, 2.0, ninf], 1), [0.0; 2]);
+        assert_eq!(both_paths(&[1.0, ninf, 3.0], 1), [inf; 2]);
+        assert_eq!(both_paths(&[ninf, ninf], 0), [inf; 2]);
+        assert_eq!(both_paths(&[5.0], 0), [0.0; 2]);
+        for (row, t) in [
+            (&[1.0, inf][..], 0),
+            (&[inf, 1.0], 0),
+            (&[1.0, f32::NAN, 0.0], 2),
+            (&[ninf, f32::NAN, ninf], 0),
+        ] {
+            assert!(both_paths(row, t).iter().all(|v| v.is_nan()), "{row:?}");
+        }
+        // Ties: ln 2; and a dominant target far below f32's resolution of lse.
+        for v in both_paths(&[3.0, 3.0], 0) {
+            assert!(close(v, std::f64::consts::LN_2, 1e-7));
+        }
         let want = (2.0 * (-30f64).exp()).ln_1p();
-        assert!(close(tiny, want, 1e-6), "{tiny:e} vs {want:e}");
+        for tiny in both_paths(&[30.0, 0.0, 0.0], 0) {
+            assert!(close(tiny, want, 1e-6), "{tiny:e} vs {want:e}");
+        }
+        // d ≥ 700: the ln s + d branch.
+        for v in both_paths(&[1e3, -1e3, 0.0], 1) {
+            assert!(close(v, 2e3, 1e-7), "{v}");
+        }
+        // Either side of the switch at d = 700.
+        for (row, want) in [([699.0f32, 0.0], 699f64), ([701.0, 0.0], 701.0)] {
+            for v in both_paths(&row, 1) {
+                assert!(close(v, want + (-want).exp().ln_1p(), 1e-7), "{v}");
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@
 use crate::kernels::multiversion::multiversion;
 
 /// Elements per block: the unit of the online maximum.
-const BLOCK: usize = 64;
+const BLOCK: usize = 256;
 /// Lanes of independent partial sums (one AVX2 register of f32, two of f64).
 const LANES: usize = 8;
 
@@ -31,19 +31,20 @@ const EXP_LO: f32 = -87.336_54;
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split Cody–Waite style: `LN2_HI` has 9 significant bits, so `n·LN2_HI` is exact for
 /// the |n| ≤ 126 that occur here.
-const LN2_HI: f32 = 0.693_359_4;
+const LN2_HI: f32 = 0.693_359_4; // = 355/512 exactly
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// 1.5·2²³: adding it rounds an f32 in ±2²² to the nearest integer, which then sits in the
 /// low mantissa bits (no float-to-int conversion needed, so the loop vectorises on SSE2).
 const ROUND_MAGIC: f32 = 12_582_912.0;
-/// Minimax polynomial for `(exp(r) − 1 − r)/r²` on |r| ≤ ln2/2 (Cephes `expf`).
+/// Minimax polynomial for `(exp(r) − 1 − r)/r²` on |r| ≤ ln2/2 (Cephes `expf`; its last
+/// coefficient, 0.50000001201, is 0.5 in f32).
 const P: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// `exp(d)` for `d ≤ 0` (−∞ gives 0, NaN gives NaN), within 2 ulp of the true value where the
@@ -100,6 +101,13 @@ impl StreamingLse {
         ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
     }
 
+    /// The state of `x` alone, for `x` of at most one block: the same bits as `push` into a
+    /// new state, without `push`'s copy of the exponentials to a buffer — they overwrite `x`.
+    pub(crate) fn of_block_in_place(x: &mut [f32]) -> Self {
+        debug_assert!(x.len() <= BLOCK);
+        reduce_in_place(x)
+    }
+
     /// Take in `x`. The result depends only on the sequence of values and how it is split
     /// into `push` calls, never on the CPU's vector width or on threads.
     pub(crate) fn push(&mut self, x: &[f32]) {
@@ -109,53 +117,85 @@ impl StreamingLse {
 
 multiversion! {
     fn accumulate(st: &mut StreamingLse, x: &[f32]) {
-        let blocks = x.chunks_exact(BLOCK);
-        let rest = blocks.remainder();
-        for b in blocks {
-            let mut mx = [f32::NEG_INFINITY; LANES];
-            for c in b.chunks_exact(LANES) {
-                for k in 0..LANES {
-                    mx[k] = if c[k] > mx[k] { c[k] } else { mx[k] };
-                }
+        // Work on locals: the compiler keeps them in registers, where fields behind `st`
+        // would be reloaded around every store.
+        let (mut max, mut lanes) = (st.max, st.lanes);
+        let mut e = [0f32; BLOCK];
+        for b in x.chunks(BLOCK) {
+            let shift = rebase(&mut max, &mut lanes, block_max(b));
+            // Exponentials into a buffer first: a plain element loop that vectorises at full
+            // f32 width, apart from the f64 accumulation below.
+            let e = &mut e[..b.len()];
+            for (o, &v) in e.iter_mut().zip(b) {
+                *o = exp_le0(v - shift);
             }
-            let shift = st.rebase(horizontal_max(&mx));
-            for c in b.chunks_exact(LANES) {
-                for k in 0..LANES {
-                    st.lanes[k] += exp_le0(c[k] - shift) as f64;
-                }
-            }
+            add_to_lanes(&mut lanes, e);
         }
-        if !rest.is_empty() {
-            let bm = rest.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-            let shift = st.rebase(bm);
-            for (i, &v) in rest.iter().enumerate() {
-                st.lanes[i % LANES] += exp_le0(v - shift) as f64;
-            }
-        }
+        (st.max, st.lanes) = (max, lanes);
     }
 }
 
-impl StreamingLse {
-    /// Raise the running maximum to `block_max` if larger (rescaling the sum), and return the
-    /// shift to subtract from the block's values.
-    #[inline(always)]
-    fn rebase(&mut self, block_max: f32) -> f32 {
-        if block_max > self.max {
-            // exp(−∞) = 0 when nothing finite came before; the lanes are 0 then anyway.
-            let factor = (self.max as f64 - block_max as f64).exp();
-            for l in &mut self.lanes {
-                *l *= factor;
-            }
-            self.max = block_max;
+multiversion! {
+    fn reduce_in_place(x: &mut [f32]) -> StreamingLse {
+        let mut st = StreamingLse::new();
+        let shift = rebase(&mut st.max, &mut st.lanes, block_max(x));
+        for v in x.iter_mut() {
+            *v = exp_le0(*v - shift);
         }
-        // While every value so far is −∞ (or NaN), shift by 0: −∞ − 0 = −∞ adds 0 and NaN stays
-        // NaN, where −∞ − (−∞) would turn a masked value into NaN.
-        if self.max == f32::NEG_INFINITY {
-            0.0
-        } else {
-            self.max
+        add_to_lanes(&mut st.lanes, x);
+        st
+    }
+}
+
+/// Add a block's exponentials to the lanes, element `i` to lane `i mod LANES`.
+#[inline(always)]
+fn add_to_lanes(lanes: &mut [f64; LANES], e: &[f32]) {
+    let chunks = e.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            lanes[k] += c[k] as f64;
         }
     }
+    for (k, &v) in rest.iter().enumerate() {
+        lanes[k] += v as f64;
+    }
+}
+
+/// The largest element of a block (−∞ for an empty one; NaN is passed over).
+#[inline(always)]
+fn block_max(b: &[f32]) -> f32 {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let chunks = b.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            mx[k] = if c[k] > mx[k] { c[k] } else { mx[k] };
+        }
+    }
+    for (k, &v) in rest.iter().enumerate() {
+        mx[k] = if v > mx[k] { v } else { mx[k] };
+    }
+    horizontal_max(&mx)
+}
+
+/// Raise the running maximum to `block_max` if larger (rescaling the sum), and return the
+/// shift to subtract from the block's values.
+#[inline(always)]
+fn rebase(max: &mut f32, lanes: &mut [f64; LANES], block_max: f32) -> f32 {
+    if block_max > *max {
+        // Nothing to rescale while every value so far was −∞ (the lanes are 0).
+        if *max != f32::NEG_INFINITY {
+            let factor = (*max as f64 - block_max as f64).exp();
+            for l in lanes.iter_mut() {
+                *l *= factor;
+            }
+        }
+        *max = block_max;
+    }
+    // While every value so far is −∞ (or NaN), shift by 0: −∞ − 0 = −∞ adds 0 and NaN stays
+    // NaN, where −∞ − (−∞) would turn a masked value into NaN.
+    if *max == f32::NEG_INFINITY { 0.0 } else { *max }
 }
 
 #[inline(always)]
@@ -221,6 +261,17 @@ mod tests {
             prop_assert_eq!(s.max() as f64, m);
             let bound = f32::EPSILON as f64 / 2.0 * ((len as f64).ln() + 4.0);
             prop_assert!((s.sum() - sum).abs() <= bound * sum, "{} vs {}", s.sum(), sum);
+        }
+    }
+
+    #[test]
+    fn in_place_block_matches_push() {
+        for len in [1, 7, 8, 9, 64, 255, 256] {
+            let x: Vec<f32> = (0..len).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+            let mut y = x.clone();
+            let a = lse_of(&x);
+            let b = StreamingLse::of_block_in_place(&mut y);
+            assert_eq!((a.max(), a.sum().to_bits()), (b.max(), b.sum().to_bits()));
         }
     }
 
