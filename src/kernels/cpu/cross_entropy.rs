@@ -21,16 +21,12 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::cpu::logsumexp::StreamingLse;
+use crate::kernels::cpu::logsumexp::{SHORT, StreamingLse};
 use crate::kernels::{Fault, HostSlice};
 
 /// Elements per parallel task: rows are grouped up to this size so that short rows
 /// (classifiers) do not pay one task each.
-const TASK_ELEMS: usize = 8 * 1024;
-
-/// Rows up to this length (classifier outputs) are copied to the stack and reduced in one
-/// block (see [`short_row`]).
-const SHORT_ROW: usize = 64;
+const TASK_ELEMS: usize = 4 * 1024;
 
 /// The cross-entropy of one row from `max` and `sum` (the streaming state of every entry but
 /// the target) and the target logit `xt`. NaN marks a bad row (a NaN or +∞ logit).
@@ -68,21 +64,11 @@ fn ln_1p(s: f64) -> f64 {
     }
 }
 
-/// The streaming state of the entries of a short row other than `t`: the row is copied to
-/// the stack with the target set to −∞ (which adds exactly 0) and reduced there as one
-/// vectorised block, instead of two ragged pieces.
-fn short_row(row: &[f32], t: usize) -> StreamingLse {
-    let mut buf = [f32::NEG_INFINITY; SHORT_ROW];
-    let buf = &mut buf[..row.len()];
-    buf.copy_from_slice(row);
-    buf[t] = f32::NEG_INFINITY;
-    StreamingLse::of_block_in_place(buf)
-}
-
 /// The cross-entropy of `row` with target index `t` (in range, checked by the caller).
 pub(crate) fn row_loss(row: &[f32], t: usize) -> f32 {
-    let rest = if row.len() <= SHORT_ROW {
-        short_row(row, t)
+    let rest = if row.len() <= SHORT {
+        // Classifier rows: one block, the target masked by index, no second call.
+        StreamingLse::of_short_excluding(row, t)
     } else {
         let mut rest = StreamingLse::new();
         rest.push(&row[..t]);
@@ -216,7 +202,7 @@ mod tests {
     /// `row_loss` of `row` as given (short path) and padded with −∞ to a long row.
     fn both_paths(row: &[f32], t: usize) -> [f32; 2] {
         let mut long = row.to_vec();
-        long.resize(SHORT_ROW * 5 + 3, f32::NEG_INFINITY);
+        long.resize(SHORT * 5 + 3, f32::NEG_INFINITY);
         [row_loss(row, t), row_loss(&long, t)]
     }
 

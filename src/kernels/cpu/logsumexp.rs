@@ -22,6 +22,8 @@ use crate::kernels::multiversion::multiversion;
 
 /// Elements per block: the unit of the online maximum.
 const BLOCK: usize = 256;
+/// Longest input of [`StreamingLse::of_short_excluding`] (at most one block).
+pub(crate) const SHORT: usize = 64;
 /// Lanes of independent partial sums (one AVX2 register of f32, two of f64).
 const LANES: usize = 8;
 
@@ -101,11 +103,11 @@ impl StreamingLse {
         ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
     }
 
-    /// The state of `x` alone, for `x` of at most one block: the same bits as `push` into a
-    /// new state, without `push`'s copy of the exponentials to a buffer — they overwrite `x`.
-    pub(crate) fn of_block_in_place(x: &mut [f32]) -> Self {
-        debug_assert!(x.len() <= BLOCK);
-        reduce_in_place(x)
+    /// The state of every entry of `x` but `x[t]`, for `x` of at most [`SHORT`] entries:
+    /// the same bits as pushing a copy of `x` with `x[t] = −∞` (one block) into a new state.
+    pub(crate) fn of_short_excluding(x: &[f32], t: usize) -> Self {
+        debug_assert!(x.len() <= SHORT && t < x.len());
+        reduce_excluding(x, t)
     }
 
     /// Take in `x`. The result depends only on the sequence of values and how it is split
@@ -136,13 +138,33 @@ multiversion! {
 }
 
 multiversion! {
-    fn reduce_in_place(x: &mut [f32]) -> StreamingLse {
-        let mut st = StreamingLse::new();
-        let shift = rebase(&mut st.max, &mut st.lanes, block_max(x));
-        for v in x.iter_mut() {
-            *v = exp_le0(*v - shift);
+    fn reduce_excluding(x: &[f32], t: usize) -> StreamingLse {
+        // Entry `t` reads as −∞, which adds exactly 0. A select on the index keeps the loops
+        // branch-free, and reading `x` in place (no copy with the target overwritten) avoids
+        // a failed store-to-load forward that costs more than the row.
+        let at = |i: usize, v: f32| if i == t { f32::NEG_INFINITY } else { v };
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        let chunks = x.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for (c, ch) in chunks.enumerate() {
+            for k in 0..LANES {
+                let v = at(c * LANES + k, ch[k]);
+                mx[k] = if v > mx[k] { v } else { mx[k] };
+            }
         }
-        add_to_lanes(&mut st.lanes, x);
+        let base = x.len() - rest.len();
+        for (k, &v) in rest.iter().enumerate() {
+            let v = at(base + k, v);
+            mx[k] = if v > mx[k] { v } else { mx[k] };
+        }
+        let mut st = StreamingLse::new();
+        let shift = rebase(&mut st.max, &mut st.lanes, horizontal_max(&mx));
+        let mut e = [0f32; SHORT];
+        let e = &mut e[..x.len()];
+        for (i, (o, &v)) in e.iter_mut().zip(x).enumerate() {
+            *o = exp_le0(at(i, v) - shift);
+        }
+        add_to_lanes(&mut st.lanes, e);
         st
     }
 }
@@ -265,13 +287,16 @@ mod tests {
     }
 
     #[test]
-    fn in_place_block_matches_push() {
-        for len in [1, 7, 8, 9, 64, 255, 256] {
+    fn short_excluding_matches_push_of_a_masked_copy() {
+        for len in [1, 7, 8, 9, 17, 63, 64] {
             let x: Vec<f32> = (0..len).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
-            let mut y = x.clone();
-            let a = lse_of(&x);
-            let b = StreamingLse::of_block_in_place(&mut y);
-            assert_eq!((a.max(), a.sum().to_bits()), (b.max(), b.sum().to_bits()));
+            for t in [0, len / 2, len - 1] {
+                let mut masked = x.clone();
+                masked[t] = f32::NEG_INFINITY;
+                let a = lse_of(&masked);
+                let b = StreamingLse::of_short_excluding(&x, t);
+                assert_eq!((a.max(), a.sum().to_bits()), (b.max(), b.sum().to_bits()));
+            }
         }
     }
 
