@@ -81,6 +81,35 @@ pub enum Error {
         first_index: usize,
     },
 
+    /// Targets that are not integer class indices.
+    #[error("{what} must have an integer dtype (u8, u32, i16, i32 or i64), got {dtype:?}")]
+    NonIntegerTargets {
+        /// What the tensor was meant to be.
+        what: &'static str,
+        /// The dtype that came in.
+        dtype: DType,
+    },
+
+    /// A class index outside `0..classes`.
+    #[error("{what}: entry {index} (row-major) is {value}, outside 0..{classes}")]
+    TargetOutOfRange {
+        /// What the tensor was meant to be.
+        what: &'static str,
+        /// Row-major index of the first bad entry.
+        index: usize,
+        /// Its value.
+        value: i64,
+        /// The number of classes (the logits' last dimension).
+        classes: usize,
+    },
+
+    /// A sequence whose every token is ignored or masked, so its mean loss is undefined.
+    #[error("sequence {sequence} has no counted token (every target is ignored or masked out)")]
+    NoCountedTokens {
+        /// Index of the sequence in the batch.
+        sequence: usize,
+    },
+
     /// A quantization scale that the chosen scale dtype cannot hold.
     #[error(
         "group {group}: scale {scale:e} does not fit in {dtype:?}; use ScaleDType::F32 for weights of this magnitude"

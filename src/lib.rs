@@ -95,7 +95,7 @@ pub use error::{Error, Result};
 pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
 pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
-pub use probe::LossProbe;
+pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{
     Calibration, Granularity, PackedCodes, QuantFormat, QuantSpec, QuantizedTensor, Quantizer,
     Rounding, ScaleDType, Scales, UniformQuantizer,

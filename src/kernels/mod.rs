@@ -6,6 +6,7 @@
 //! `cuda` backend here without touching any quantizer.
 
 pub(crate) mod cpu;
+mod cross_entropy;
 mod host;
 mod multiversion;
 
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::quant::grid::raw_uniform_scale;
 use crate::quant::{PackedCodes, QuantFormat, QuantizedTensor, Rounding, ScaleDType, Scales};
 
+pub(crate) use cross_entropy::cross_entropy_rows;
 pub(crate) use host::HostSlice;
 
 /// One uniform (or sign) quantization of a whole tensor, as a kernel sees it.

@@ -2,6 +2,8 @@
 //! plain scalar twin in its test module.
 
 mod alloc;
+pub(crate) mod cross_entropy;
+pub(crate) mod logsumexp;
 pub(crate) mod uniform;
 
 pub(crate) use alloc::zeroed_vec;
