@@ -9,9 +9,9 @@ use crate::rng::{self, SplitMix64};
 /// How reference models for likelihood-ratio attacks draw their training rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReferenceMode {
-    /// Each reference model trains on a random subset, as large as the member set, of the
-    /// audited rows (members ∪ non-members): every audited row is IN for some reference models
-    /// and OUT for others (LiRA online).
+    /// Reference models train on the audited rows (members ∪ non-members) in a balanced
+    /// design: every audited row is IN for exactly half of the models (LiRA online), so each
+    /// model trains on about half the audited rows.
     Online,
     /// Each reference model trains on a random half of the population rows, which are never
     /// audited: no reference model has seen an audited row (LiRA offline, RMIA).
@@ -149,16 +149,24 @@ impl fmt::Display for MembershipSplit {
             self.calibration.len(),
             self.population.len()
         )?;
-        if let (Some(mode), Some(first)) = (self.reference_mode, self.references.first()) {
+        if let Some(mode) = self.reference_mode
+            && !self.references.is_empty()
+        {
+            let sizes = self.references.iter().map(|r| r.train.len());
+            let (lo, hi) = (sizes.clone().min().unwrap_or(0), sizes.max().unwrap_or(0));
+            let rows = if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}–{hi}")
+            };
             write!(
                 f,
-                "; {} {} reference models of {} rows",
+                "; {} {} reference models of {rows} rows",
                 self.references.len(),
                 match mode {
                     ReferenceMode::Online => "online",
                     ReferenceMode::Offline => "offline",
                 },
-                first.train.len()
             )?;
         }
         Ok(())
@@ -256,33 +264,64 @@ impl<'a> MembershipSplitBuilder<'a> {
 
         let mut references = Vec::new();
         if let Some((count, mode)) = self.references {
-            let (pool, size): (Vec<usize>, usize) = match mode {
+            let ref_seed =
+                |k: usize| rng::mix(self.seed ^ rng::mix(0x5eed_0000u64.wrapping_add(k as u64)));
+            match mode {
                 ReferenceMode::Online => {
+                    // Balanced design (as in LiRA): every audited row is IN for exactly half
+                    // the models (odd counts round by a coin flip), so each row has both an IN
+                    // and an OUT fit; each model trains on about half the audited rows.
+                    if count < 2 {
+                        return Err(bad(format!(
+                            "online reference models need at least 2 models (IN and OUT for every row), got {count}"
+                        )));
+                    }
                     let mut pool = [members.as_slice(), non_members.as_slice()].concat();
                     pool.sort_unstable();
-                    (pool, members.len())
+                    let mut trains: Vec<Vec<usize>> = vec![Vec::new(); count];
+                    let mut rng = SplitMix64::new(ref_seed(usize::MAX));
+                    let mut keys: Vec<(u64, usize)> = Vec::with_capacity(count);
+                    for &row in &pool {
+                        keys.clear();
+                        keys.extend((0..count).map(|k| (rng.next_u64(), k)));
+                        keys.sort_unstable();
+                        let ins = count / 2 + (count % 2 == 1 && rng.next_u64() & 1 == 1) as usize;
+                        for &(_, k) in &keys[..ins] {
+                            trains[k].push(row);
+                        }
+                    }
+                    references = trains
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, train)| ReferenceSplit {
+                            seed: ref_seed(k),
+                            train,
+                        })
+                        .collect();
                 }
-                ReferenceMode::Offline => (population.clone(), population.len() / 2),
-            };
-            if count > 0 && size == 0 {
-                return Err(bad(format!(
-                    "offline reference models train on half the population rows, and there are {}; \
-                     leave rows unassigned (fewer members / non-members) to form a population",
-                    population.len()
-                )));
-            }
-            for k in 0..count {
-                let seed = rng::mix(self.seed ^ rng::mix(0x5eed_0000 + k as u64));
-                let mut rng = SplitMix64::new(seed);
-                let mut pool = pool.clone();
-                // Partial Fisher–Yates: the first `size` entries are a uniform subset.
-                for i in 0..size {
-                    let j = i + (rng.next_u64() % (pool.len() - i) as u64) as usize;
-                    pool.swap(i, j);
+                ReferenceMode::Offline => {
+                    let size = population.len() / 2;
+                    if count > 0 && size == 0 {
+                        return Err(bad(format!(
+                            "offline reference models train on half the population rows, and there are {}; \
+                             leave rows unassigned (fewer members / non-members) to form a population",
+                            population.len()
+                        )));
+                    }
+                    for k in 0..count {
+                        let seed = ref_seed(k);
+                        let mut rng = SplitMix64::new(seed);
+                        let mut pool = population.clone();
+                        // Partial Fisher–Yates: the first `size` entries are a uniform subset.
+                        for i in 0..size {
+                            let j = i + (rng.next_u64() % (pool.len() - i) as u64) as usize;
+                            pool.swap(i, j);
+                        }
+                        let mut train = pool[..size].to_vec();
+                        train.sort_unstable();
+                        references.push(ReferenceSplit { seed, train });
+                    }
                 }
-                let mut train = pool[..size].to_vec();
-                train.sort_unstable();
-                references.push(ReferenceSplit { seed, train });
             }
         }
         Ok(MembershipSplit {
