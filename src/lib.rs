@@ -11,11 +11,47 @@
 //! |---|---|---|
 //! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales) | [`UniformQuantizer`]: RTN at 1–8 bits, any granularity, nearest or stochastic rounding |
 //! | [`Perturbation`] | seeded noise on weights or activations | trait only |
-//! | [`LossProbe`] | model outputs → one loss per sample | trait only |
-//! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | trait and [`MembershipSample`] |
+//! | [`LossProbe`] | model outputs → one loss per sample | [`CrossEntropy`] (fused CPU kernel), [`SequenceNll`], [`SquaredError`] |
+//! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | [`LossThreshold`] (with AUC, TPR@FPR, bootstrap/DKW intervals), [`SmoothedTv`]; plus [`mis::Lira`], [`mis::Rmia`], DP ε audits, ranking, the experimental [`mis::MisIndicator`] |
+//!
+//! Around them: [`model`] (the [`model::QuantizableModel`] trait, an MLP, seeded training,
+//! forward hooks, sequential whole-model quantization) and [`data`] (embedded digits, scikit-learn
+//! tables, B3DB molecules, standardisation fitted on members only, membership splits).
 //!
 //! ```text
 //! weights ─► Quantizer ─► QuantizedTensor ─► dequantize ─► model ─► LossProbe ─► MisEstimator
+//! ```
+//!
+//! ## A membership experiment in a few lines
+//!
+//! ```
+//! use candle_core::Device;
+//! use quantlens::data::{self, MembershipSplit, Standardizer};
+//! use quantlens::mis::{Bootstrap, LossThreshold, MisEstimator};
+//! use quantlens::model::{Mlp, MlpConfig, QuantizableModel, SequentialQuantization, TrainConfig, train};
+//! use quantlens::{CrossEntropy, LossProbe, MembershipSample, QuantSpec, UniformQuantizer};
+//!
+//! let dev = Device::Cpu;
+//! let digits = data::digits()?;
+//! let split = MembershipSplit::builder(digits.len()).seed(1).build()?;
+//! let z = Standardizer::fit(&digits, split.members())?.transform(&digits)?;
+//! let (x_in, y_in) = z.select(split.members())?.to_tensors(&dev)?;
+//! let (x_out, y_out) = z.select(split.non_members())?.to_tensors(&dev)?;
+//!
+//! let mut mlp = Mlp::new(MlpConfig::new(z.n_features(), &[64], 10), 1, &dev)?;
+//! train(&mut mlp, (&x_in, &y_in), None, &TrainConfig::new(5, 1))?;
+//! let rtn = UniformQuantizer::new(QuantSpec::int4().per_channel())?;
+//! SequentialQuantization::new(&rtn).run(&mut mlp)?;
+//!
+//! let losses = |x, y| -> quantlens::Result<Vec<f64>> {
+//!     let l = CrossEntropy::new().per_sample_losses(&mlp.forward(x)?, y)?;
+//!     Ok(l.to_vec1::<f32>()?.into_iter().map(f64::from).collect())
+//! };
+//! let sample = MembershipSample::new(losses(&x_in, &y_in)?, losses(&x_out, &y_out)?)?;
+//! let est = LossThreshold::new().with_fprs(&[0.01]).with_bootstrap(Bootstrap::new(200, 0.95, 1)?).estimate(&sample)?;
+//! println!("{est}"); // MIS 0.9… [.., ..] | advantage … | AUC … | TPR@1% … | n = 898 members, 899 non-members
+//! assert!(est.mis > 0.0 && est.mis <= 1.0);
+//! # Ok::<(), quantlens::Error>(())
 //! ```
 //!
 //! ## Quantizing a weight
@@ -72,8 +108,9 @@
 //!
 //! ## Not yet
 //!
-//! Non-uniform codebooks, float formats, GPTQ/AWQ/SmoothQuant, models, loss probes and MIS
-//! estimators arrive in later releases; see `docs/status.md` in the repository.
+//! Non-uniform codebooks, float formats, perturbation injectors, GPTQ/AWQ/SmoothQuant,
+//! transformer models, explanations and CUDA kernels arrive in later releases; see
+//! `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
