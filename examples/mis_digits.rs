@@ -111,15 +111,15 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let target_losses = losses(&model)?;
-        let (mem, non): (Vec<(f64, bool)>, Vec<(f64, bool)>) = target_losses
-            .iter()
-            .zip(&is_member)
-            .map(|(&l, &m)| (l, m))
-            .partition(|p| p.1);
-        let sample = MembershipSample::new(
-            mem.into_iter().map(|p| p.0).collect(),
-            non.into_iter().map(|p| p.0).collect(),
-        )?;
+        let pick = |member: bool| -> Vec<f64> {
+            target_losses
+                .iter()
+                .zip(&is_member)
+                .filter(|p| *p.1 == member)
+                .map(|p| *p.0)
+                .collect()
+        };
+        let sample = MembershipSample::new(pick(true), pick(false))?;
         let est = threshold.estimate(&sample)?;
         let ci = est.ci.expect("LossThreshold reports an interval");
         let tpr = est.tpr_at(0.01).map_or(f64::NAN, |t| t.tpr);
