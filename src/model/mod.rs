@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 ///     LinearLayer::new("layers.1", Tensor::ones((2, 4), candle_core::DType::F32, &dev)?, None)?,
 /// ]};
 /// assert_eq!(tiny.layer_names(), ["layers.0", "layers.1"]);
-/// tiny.set_weight("layers.1", Tensor::zeros((2, 4), candle_core::DType::F32, &dev)?)?;
+/// tiny.set_weight("layers.1", Tensor::zeros((2, 4), candle_core::DType::F32, &dev)?.into())?;
 /// let y = tiny.forward(&Tensor::ones((1, 3), candle_core::DType::F32, &dev)?)?;
 /// assert_eq!(y.to_vec2::<f32>()?, vec![vec![0.0, 0.0]]);
 /// # Ok::<(), quantlens::Error>(())
