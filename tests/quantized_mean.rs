@@ -2,7 +2,8 @@
 //! is a one-dimensional integral. Checks the two regimes of Δ_n and the experimental MIS
 //! indicator against them. Everything reference-side (Φ, quadrature) is written here in f64.
 
-use quantlens::mis::MisIndicator;
+use quantlens::MembershipSample;
+use quantlens::mis::{Bootstrap, LossThreshold, MisEstimator, MisIndicator, SmoothedTv};
 
 /// erfc in f64 to ~1e-15 relative: Taylor series of erf below 2.5, Lentz continued fraction
 /// above.
@@ -188,4 +189,86 @@ fn indicator_refuses_bad_input_and_flags_unstable_selection() {
         .estimate(&[1.0, 2.0, 3.0], &[vec![0.5, 1.0, 2.9]])
         .unwrap();
     assert_eq!((e.rate, e.mis), (0.0, 0.0));
+}
+
+/// Test-local normal generator (SplitMix64 + Box–Muller).
+struct Normal(u64);
+impl Normal {
+    fn unif(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn draw(&mut self) -> f64 {
+        (-2.0 * self.unif().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unif()).cos()
+    }
+}
+
+#[test]
+fn simulated_release_pairs_recover_the_true_advantage() {
+    // Boundary regime at a small n, where Δ_n is large enough to see with 2·10⁵ pairs a side.
+    let (n, h, offset) = (10usize, 0.5, 0.0);
+    let delta = true_advantage(n, h, offset);
+    let nf = n as f64;
+    let mut g = Normal(2026);
+    let cell = |theta: f64| ((theta - offset) / h).floor() as i64;
+    // Released cell of a fresh training set whose first point is z₁: θ̂ = (z₁ + S)/n, S ~ N(0, n−1).
+    let release = |z1: f64, g: &mut Normal| cell((z1 + (nf - 1.0).sqrt() * g.draw()) / nf);
+    let pairs = 200_000;
+    let (mut members, mut non_members) = (Vec::new(), Vec::new());
+    for _ in 0..pairs {
+        let z1 = g.draw();
+        members.push((release(z1, &mut g), z1));
+        // Non-member: the model of an independent training set, and a fresh point.
+        let other = g.draw();
+        non_members.push((release(other, &mut g), g.draw()));
+    }
+    let lowest = members
+        .iter()
+        .chain(&non_members)
+        .map(|p| p.0)
+        .min()
+        .unwrap();
+    let as_index = |v: &[(i64, f64)]| -> Vec<(u32, f64)> {
+        v.iter().map(|&(k, z)| ((k - lowest) as u32, z)).collect()
+    };
+    let tv = SmoothedTv::new()
+        .with_bootstrap(Bootstrap::new(200, 0.95, 7).unwrap())
+        .joint_histogram(&as_index(&members), &as_index(&non_members))
+        .unwrap();
+    eprintln!(
+        "n = {n}, h = {h}: Δ_n = {delta:.4}; joint plug-in TV {:.4} [{:.4}, {:.4}]",
+        tv.tv, tv.ci.lower, tv.ci.upper
+    );
+    assert!(
+        tv.ci.lower <= delta && delta <= tv.ci.upper,
+        "Δ_n = {delta} outside {:?}",
+        tv.ci
+    );
+
+    // The loss-threshold attack on ℓ = (centre of the released cell − z)² sees less.
+    let loss = |v: &[(i64, f64)]| -> Vec<f64> {
+        v.iter()
+            .map(|&(k, z)| (offset + (k as f64 + 0.5) * h - z).powi(2))
+            .collect()
+    };
+    let sample = MembershipSample::new(loss(&members), loss(&non_members)).unwrap();
+    let est = LossThreshold::new()
+        .with_fprs(&[])
+        .with_bootstrap(Bootstrap::new(200, 0.95, 8).unwrap())
+        .estimate(&sample)
+        .unwrap();
+    let adv_ci = est.advantage_ci().unwrap();
+    eprintln!(
+        "loss-threshold advantage {:.4} [{:.4}, {:.4}]",
+        est.advantage, adv_ci.lower, adv_ci.upper
+    );
+    assert!(
+        adv_ci.lower <= delta,
+        "threshold advantage {:?} above Δ_n = {delta}",
+        adv_ci
+    );
+    assert!(est.advantage > 0.0);
 }
