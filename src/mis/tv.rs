@@ -82,38 +82,9 @@ impl SmoothedTv {
         let b = sorted(sample.non_members().to_vec());
         let h = fd_width(&a).max(fd_width(&b));
         let origin = a[0].min(b[0]);
-        let groups = if h > 0.0 {
-            // Monotone in the score, so sorted scores have sorted bin indices.
-            Groups::by_key(&a, &b, |x| ((x - origin) / h).floor())?
-        } else {
-            Groups::by_value(&a, &b)?
-        };
-        let (m, n) = (a.len(), b.len());
-        let tv = groups.total_variation(&vec![1; m + n]);
-        let mut reps = par_resamples(
-            self.bootstrap.resamples(),
-            self.bootstrap.seed(),
-            || vec![0u32; m + n],
-            |w, g| {
-                draw_sides(g, w, m);
-                groups.total_variation(w)
-            },
-        );
-        let ci = basic_interval(&mut reps, tv, self.bootstrap.level());
-        Ok(TvEstimate {
-            tv,
-            ci: Interval {
-                lower: ci.lower.clamp(0.0, 1.0),
-                upper: ci.upper.clamp(0.0, 1.0),
-                level: ci.level,
-            },
-            bin_width: h,
-            bins: groups.len(),
-        })
+        self.binned(&a, &b, origin, h)
     }
-}
 
-impl SmoothedTv {
     /// Total variation between the *joint* laws of (released object, score) for members and
     /// non-members: `TV(Law(T, Z₁), Law(T) ⊗ P)` in the notation of the paper notes, which for
     /// the best attacker seeing both the released model `T` and the candidate is exactly the
@@ -166,10 +137,18 @@ impl SmoothedTv {
             )
         };
         let (a, b) = (encode(members), encode(non_members));
+        // Encoded values already start at 0, and every block is a whole number of bins.
+        self.binned(&a, &b, 0.0, h)
+    }
+
+    /// TV of the histograms of sorted `a` and `b` with bins `[origin + k·h, origin + (k+1)·h)`
+    /// (the distinct values when `h` is 0), with its basic bootstrap interval.
+    fn binned(&self, a: &[f64], b: &[f64], origin: f64, h: f64) -> Result<TvEstimate> {
         let groups = if h > 0.0 {
-            Groups::by_key(&a, &b, |x| (x / h).floor())?
+            // Monotone in the score, so sorted scores have sorted bin indices.
+            Groups::by_key(a, b, |x| ((x - origin) / h).floor())?
         } else {
-            Groups::by_value(&a, &b)?
+            Groups::by_value(a, b)?
         };
         let (m, n) = (a.len(), b.len());
         let tv = groups.total_variation(&vec![1; m + n]);
