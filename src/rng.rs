@@ -56,6 +56,22 @@ impl SplitMix64 {
         let (u1, u2) = (self.next_f64().max(1e-300), self.next_f64());
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
+    /// Shuffle `items` in place (Fisher–Yates, from the back), uniformly up to the tiny
+    /// modulo bias of 64-bit draws.
+    ///
+    /// ```
+    /// use quantlens::rng::SplitMix64;
+    /// let mut v: Vec<u32> = (0..10).collect();
+    /// SplitMix64::new(3).shuffle(&mut v);
+    /// let mut sorted = v.clone();
+    /// sorted.sort();
+    /// assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    /// ```
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, (self.next_u64() % (i as u64 + 1)) as usize);
+        }
+    }
 }
 
 #[cfg(test)]

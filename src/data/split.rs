@@ -236,11 +236,8 @@ impl<'a> MembershipSplitBuilder<'a> {
         let order = match self.strata {
             Some(labels) => stratified_order(labels, self.seed),
             None => {
-                let mut rng = SplitMix64::new(self.seed);
                 let mut order: Vec<usize> = (0..n).collect();
-                for i in (1..n).rev() {
-                    order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-                }
+                SplitMix64::new(self.seed).shuffle(&mut order);
                 order
             }
         };
@@ -350,9 +347,7 @@ fn stratified_order(labels: &[u32], seed: u64) -> Vec<usize> {
     }
     let mut keyed: Vec<(f64, usize)> = Vec::with_capacity(labels.len());
     for rows in &mut by_class {
-        for i in (1..rows.len()).rev() {
-            rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-        }
+        rng.shuffle(rows);
         let size = rows.len() as f64;
         for (rank, &row) in rows.iter().enumerate() {
             keyed.push(((rank as f64 + rng.next_f64()) / size, row));

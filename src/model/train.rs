@@ -401,10 +401,7 @@ fn check_split(what: &'static str, x: &Tensor, y: &Tensor, objective: Objective)
 
 /// A seeded Fisher–Yates permutation of `0..n`.
 pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    let mut rng = SplitMix64::new(seed);
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
+    SplitMix64::new(seed).shuffle(&mut order);
     order
 }
