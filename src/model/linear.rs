@@ -20,13 +20,17 @@ pub enum LayerWeight {
 }
 
 impl LayerWeight {
+    /// The shape as stored (a matrix for any weight a `LinearLayer` accepts).
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            LayerWeight::Dense(t) => t.dims(),
+            LayerWeight::Packed(q) => q.shape(),
+        }
+    }
+
     /// `[out_features, in_features]`.
     pub fn dims(&self) -> (usize, usize) {
-        let d = match self {
-            LayerWeight::Dense(t) => t.dims().to_vec(),
-            LayerWeight::Packed(q) => q.shape().to_vec(),
-        };
-        match d.as_slice() {
+        match self.shape() {
             [o, i] => (*o, *i),
             // `LinearLayer` refuses anything else, so this arm is never reached through it.
             _ => (0, 0),
@@ -213,15 +217,11 @@ impl LinearLayer {
 }
 
 fn check_weight_rank(weight: &LayerWeight) -> Result<()> {
-    let dims = match weight {
-        LayerWeight::Dense(t) => t.dims().to_vec(),
-        LayerWeight::Packed(q) => q.shape().to_vec(),
-    };
-    if dims.len() != 2 {
+    if weight.shape().len() != 2 {
         return Err(Error::RankMismatch {
             what: "linear layer weight",
             expected: 2,
-            shape: dims,
+            shape: weight.shape().to_vec(),
         });
     }
     Ok(())
