@@ -1,23 +1,11 @@
 //! Reference-model attacks (LiRA, RMIA) against naive re-implementations and a simulated world
 //! where per-example difficulty hides membership from a global threshold.
 
+mod common;
+
+use common::TestRng;
 use quantlens::Error;
 use quantlens::mis::{Lira, LiraStatistic, ReferenceLosses, Rmia, sample_from_scores};
-
-/// Test-local generator (independent of the crate's): SplitMix64 + Box–Muller.
-struct Gen(u64);
-impl Gen {
-    fn u(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.u().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.u()).cos()
-    }
-}
 
 /// The inverse of φ = log(p/(1−p)), p = exp(−loss): loss = log(1 + e^{−φ}).
 fn loss_of_phi(phi: f64) -> f64 {
@@ -27,10 +15,10 @@ fn loss_of_phi(phi: f64) -> f64 {
 /// A world of `n` examples with difficulty d_i: a model's φ on example i is N(d_i + 1.5·IN, 0.5²).
 /// Returns (target losses, is_member, references).
 fn world(n: usize, k: usize, seed: u64) -> (Vec<f64>, Vec<bool>, ReferenceLosses) {
-    let mut g = Gen(seed);
-    let difficulty: Vec<f64> = (0..n).map(|_| 2.0 * g.normal()).collect();
-    let phi = |i: usize, inside: bool, g: &mut Gen| {
-        difficulty[i] + if inside { 1.5 } else { 0.0 } + 0.5 * g.normal()
+    let mut g = TestRng::new(seed);
+    let difficulty: Vec<f64> = (0..n).map(|_| 2.0 * g.normal_open()).collect();
+    let phi = |i: usize, inside: bool, g: &mut TestRng| {
+        difficulty[i] + if inside { 1.5 } else { 0.0 } + 0.5 * g.normal_open()
     };
     let is_member: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
     let target = (0..n)
@@ -200,13 +188,13 @@ fn reference_attacks_beat_a_global_threshold_at_low_fpr() {
 
 #[test]
 fn rmia_matches_naive_pairwise_ratios() {
-    let mut g = Gen(7);
+    let mut g = TestRng::new(7);
     let n = 60;
     let m = 45;
     let k = 4;
-    let mk = |rows: usize, g: &mut Gen| -> Vec<Vec<f64>> {
+    let mk = |rows: usize, g: &mut TestRng| -> Vec<Vec<f64>> {
         (0..k)
-            .map(|_| (0..rows).map(|_| g.u() * 3.0).collect())
+            .map(|_| (0..rows).map(|_| g.uniform_open() * 3.0).collect())
             .collect()
     };
     let ref_losses = mk(n, &mut g);
@@ -216,8 +204,8 @@ fn rmia_matches_naive_pairwise_ratios() {
     let refs = ReferenceLosses::new(ref_losses.clone(), flags.clone()).unwrap();
     let pop_losses = mk(m, &mut g);
     let pop_refs = ReferenceLosses::offline(pop_losses.clone()).unwrap();
-    let target: Vec<f64> = (0..n).map(|_| g.u() * 3.0).collect();
-    let pop: Vec<f64> = (0..m).map(|_| g.u() * 3.0).collect();
+    let target: Vec<f64> = (0..n).map(|_| g.uniform_open() * 3.0).collect();
+    let pop: Vec<f64> = (0..m).map(|_| g.uniform_open() * 3.0).collect();
     for (rmia, a) in [
         (Rmia::online().gamma(1.3), None),
         (Rmia::offline(0.4).gamma(0.8), Some(0.4)),

@@ -4,6 +4,9 @@
 //! TV = best advantage = 2Φ(μ/2) − 1, AUC = Φ(μ/√2), TPR at FPR α = Φ(Φ⁻¹(α) + μ).
 //! Φ and Φ⁻¹ are written here in f64, independently of the library.
 
+mod common;
+
+use common::TestRng;
 use quantlens::mis::{
     AdvantageCi, Bootstrap, LossThreshold, MisEstimator, Roc, SmoothedTv, Statistic, dkw_interval,
 };
@@ -100,20 +103,8 @@ fn phi_inv(p: f64) -> f64 {
 
 /// Seeded standard normals (SplitMix64 + Box–Muller), written out here.
 fn normals(n: usize, seed: u64) -> Vec<f64> {
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (next().max(1e-300), next());
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        })
-        .collect()
+    let mut g = TestRng::new(seed);
+    (0..n).map(|_| g.normal()).collect()
 }
 
 fn gaussian_sample(n: usize, mu: f64, sigma_members: f64, seed: u64) -> MembershipSample {

@@ -1,6 +1,9 @@
 //! Models I: the `QuantizableModel` machinery on the MLP, training determinism, hooks and the
 //! sequential whole-model quantizer.
 
+mod common;
+
+use common::TestRng;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
@@ -16,14 +19,8 @@ use quantlens::{
 /// Deterministic toy classification data: 3 Gaussian blobs in 6 dimensions (own generator, so
 /// the test does not lean on the crate's RNG).
 fn blobs(n: usize, seed: u64) -> (Tensor, Tensor) {
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut g = TestRng::new(seed);
+    let mut next = || g.uniform();
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for i in 0..n {
         let c = (i % 3) as u32;

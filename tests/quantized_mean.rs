@@ -2,6 +2,9 @@
 //! is a one-dimensional integral. Checks the two regimes of Δ_n and the experimental MIS
 //! indicator against them. Everything reference-side (Φ, quadrature) is written here in f64.
 
+mod common;
+
+use common::TestRng;
 use quantlens::MembershipSample;
 use quantlens::mis::{Bootstrap, LossThreshold, MisEstimator, MisIndicator, SmoothedTv};
 
@@ -115,17 +118,8 @@ fn optimum_inside_a_cell_decays_exponentially_at_the_indicator_rate() {
 
     // The indicator, estimated from data, recovers the same rate: competitors are the
     // neighbouring cells' centres ±h, losses (θ − z)².
-    let mut s = 42u64;
-    let mut unif = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let z: Vec<f64> = (0..100_000)
-        .map(|_| (-2.0 * unif().ln()).sqrt() * (2.0 * std::f64::consts::PI * unif()).cos())
-        .collect();
+    let mut g = TestRng::new(42);
+    let z: Vec<f64> = (0..100_000).map(|_| g.normal_open()).collect();
     let selected: Vec<f64> = z.iter().map(|z| z * z).collect();
     let up: Vec<f64> = z.iter().map(|z| (h - z).powi(2)).collect();
     let down: Vec<f64> = z.iter().map(|z| (-h - z).powi(2)).collect();
@@ -191,39 +185,24 @@ fn indicator_refuses_bad_input_and_flags_unstable_selection() {
     assert_eq!((e.rate, e.mis), (0.0, 0.0));
 }
 
-/// Test-local normal generator (SplitMix64 + Box–Muller).
-struct Normal(u64);
-impl Normal {
-    fn unif(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (((z ^ (z >> 31)) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn draw(&mut self) -> f64 {
-        (-2.0 * self.unif().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unif()).cos()
-    }
-}
-
 #[test]
 fn simulated_release_pairs_recover_the_true_advantage() {
     // Boundary regime at a small n, where Δ_n is large enough to see with 2·10⁵ pairs a side.
     let (n, h, offset) = (10usize, 0.5, 0.0);
     let delta = true_advantage(n, h, offset);
     let nf = n as f64;
-    let mut g = Normal(2026);
+    let mut g = TestRng::new(2026);
     let cell = |theta: f64| ((theta - offset) / h).floor() as i64;
     // Released cell of a fresh training set whose first point is z₁: θ̂ = (z₁ + S)/n, S ~ N(0, n−1).
-    let release = |z1: f64, g: &mut Normal| cell((z1 + (nf - 1.0).sqrt() * g.draw()) / nf);
+    let release = |z1: f64, g: &mut TestRng| cell((z1 + (nf - 1.0).sqrt() * g.normal_open()) / nf);
     let pairs = 200_000;
     let (mut members, mut non_members) = (Vec::new(), Vec::new());
     for _ in 0..pairs {
-        let z1 = g.draw();
+        let z1 = g.normal_open();
         members.push((release(z1, &mut g), z1));
         // Non-member: the model of an independent training set, and a fresh point.
-        let other = g.draw();
-        non_members.push((release(other, &mut g), g.draw()));
+        let other = g.normal_open();
+        non_members.push((release(other, &mut g), g.normal_open()));
     }
     let lowest = members
         .iter()

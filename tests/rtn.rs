@@ -1,27 +1,18 @@
 //! Uniform quantizer against closed forms and independent references, and its error contract.
 
+mod common;
+
 use approx::assert_relative_eq;
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common::TestRng;
 use quantlens::{
     Error, Granularity, QuantFormat, QuantSpec, Quantizer, ScaleDType, UniformQuantizer,
 };
 
 /// Seeded standard normals (SplitMix64 + Box–Muller), independent of Candle's RNG.
 fn normals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut next = || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (next().max(1e-300), next());
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
+    let mut g = TestRng::new(seed);
+    (0..n).map(|_| g.normal() as f32).collect()
 }
 
 fn matrix(rows: usize, cols: usize, seed: u64) -> Tensor {

@@ -1,4 +1,7 @@
-//! Shared by the integration tests that read fixtures.
+//! Shared by the integration tests: fixtures on demand, and a seeded generator written out here
+//! so that test data never comes from the crate under test.
+// Each test binary uses part of this module.
+#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
@@ -25,5 +28,45 @@ pub fn ensure_fixtures() {
     });
     if let Err(e) = outcome {
         panic!("{e}");
+    }
+}
+
+/// SplitMix64 (Vigna) with the uniforms and normals the tests draw, independent of
+/// `quantlens::rng`.
+pub struct TestRng(u64);
+
+impl TestRng {
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform on [0, 1) with 53 bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform on (0, 1): the 53-bit grid shifted by half a step, never 0.
+    pub fn uniform_open(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// Box–Muller (cosine branch) on [0, 1) uniforms, the first clamped away from 0.
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform().max(1e-300), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+
+    /// Box–Muller (cosine branch) on (0, 1) uniforms.
+    pub fn normal_open(&mut self) -> f64 {
+        let u1 = self.uniform_open();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform_open()).cos()
     }
 }
