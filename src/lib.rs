@@ -134,6 +134,7 @@ pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{
-    Calibration, Granularity, PackedCodes, QuantFormat, QuantSpec, QuantizedTensor, Quantizer,
-    Rounding, ScaleDType, Scales, UniformQuantizer,
+    Calibration, Codebook, DoubleQuantScales, FloatFormat, Granularity, LevelStorage, PackedCodes,
+    QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType,
+    Scales, UniformQuantizer,
 };

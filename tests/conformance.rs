@@ -125,3 +125,37 @@ fn suite_catches_a_violated_error_bound() {
         .error_bound(ErrorBound::HalfStep)
         .run(&q);
 }
+
+/// The level-based bounds agree with the step-based ones on uniform grids: nearest rounding
+/// lands on the nearest level, stochastic rounding on a bracketing one.
+#[test]
+fn level_bounds_hold_for_uniform_grids() {
+    for bits in [2, 4, 8] {
+        for spec in [
+            QuantSpec::new(bits).per_group(8).asymmetric(),
+            QuantSpec::new(bits).per_channel(),
+        ] {
+            let q = UniformQuantizer::new(spec).unwrap();
+            Conformance::new()
+                .cases(12)
+                .error_bound(ErrorBound::NearestLevel)
+                .run(&q);
+            let q = UniformQuantizer::new(spec.stochastic(3)).unwrap();
+            Conformance::new()
+                .cases(12)
+                .error_bound(ErrorBound::AdjacentLevel)
+                .run(&q);
+        }
+    }
+}
+
+/// …and catch what they should: stochastic rounding is not nearest-level rounding.
+#[test]
+#[should_panic(expected = "not its nearest level")]
+fn nearest_level_bound_catches_stochastic_rounding() {
+    let q = UniformQuantizer::new(QuantSpec::int3().stochastic(1)).unwrap();
+    Conformance::new()
+        .cases(16)
+        .error_bound(ErrorBound::NearestLevel)
+        .run(&q);
+}

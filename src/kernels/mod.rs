@@ -19,7 +19,8 @@ use crate::quant::{PackedCodes, QuantFormat, QuantizedTensor, Rounding, ScaleDTy
 pub(crate) use cross_entropy::cross_entropy_rows;
 pub(crate) use host::HostSlice;
 
-/// One uniform (or sign) quantization of a whole tensor, as a kernel sees it.
+/// One uniform (or sign) quantization of a whole tensor, as a kernel sees it. `format` is
+/// [`QuantFormat::Uniform`] or [`QuantFormat::Sign`], nothing else.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UniformJob {
     pub format: QuantFormat,
@@ -81,9 +82,9 @@ pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<Quan
 /// Decode `q` into a `dtype` tensor on `device`.
 pub(crate) fn dequantize(q: &QuantizedTensor, device: &Device, dtype: DType) -> Result<Tensor> {
     let host = match dtype {
-        DType::F32 => cpu::uniform::dequantize::<f32>(q)?,
-        DType::F16 => cpu::uniform::dequantize::<half::f16>(q)?,
-        DType::BF16 => cpu::uniform::dequantize::<half::bf16>(q)?,
+        DType::F32 => cpu::decode::dequantize::<f32>(q)?,
+        DType::F16 => cpu::decode::dequantize::<half::f16>(q)?,
+        DType::BF16 => cpu::decode::dequantize::<half::bf16>(q)?,
         other => {
             return Err(Error::UnsupportedDType {
                 what: "dequantized tensor",
@@ -123,7 +124,8 @@ fn explain_fault(src: &HostSlice, job: &UniformJob, fault: Fault) -> Error {
         });
     let scale = match job.format {
         QuantFormat::Uniform { bits, symmetric } => raw_uniform_scale(min, max, bits, symmetric),
-        QuantFormat::Sign => g.iter().map(|v| v.abs() as f64).sum::<f64>() as f32 / g.len() as f32,
+        // Sign: the only other format a `UniformJob` carries.
+        _ => g.iter().map(|v| v.abs() as f64).sum::<f64>() as f32 / g.len() as f32,
     };
     Error::ScaleOutOfRange {
         group,

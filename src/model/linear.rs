@@ -16,7 +16,7 @@ pub enum LayerWeight {
     Dense(Tensor),
     /// Packed codes and scales, dequantized on the fly at every forward pass (the memory
     /// footprint of a deployed quantized model, at the cost of one decode per call).
-    Packed(QuantizedTensor),
+    Packed(Box<QuantizedTensor>),
 }
 
 impl LayerWeight {
@@ -55,7 +55,7 @@ impl From<Tensor> for LayerWeight {
 
 impl From<QuantizedTensor> for LayerWeight {
     fn from(q: QuantizedTensor) -> Self {
-        LayerWeight::Packed(q)
+        LayerWeight::Packed(Box::new(q))
     }
 }
 

@@ -217,7 +217,7 @@ impl<'a> SequentialQuantization<'a> {
                     calibration_rows: calib.map_or(0, |c| c.samples()),
                 };
                 let new_weight = match self.store {
-                    StoreAs::Packed => LayerWeight::Packed(q),
+                    StoreAs::Packed => LayerWeight::Packed(Box::new(q)),
                     StoreAs::FakeQuantized => LayerWeight::Dense(fake),
                 };
                 model.set_weight(name, new_weight)?;

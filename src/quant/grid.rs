@@ -152,8 +152,50 @@ pub(crate) fn store_scale_up(x: f32, dtype: ScaleDType) -> Option<f32> {
                 h.to_f32()
             }
         }
+        ScaleDType::E8M0 => pow2_up(x)?,
     };
     v.is_finite().then_some(v)
+}
+
+/// Smallest power of two `2^k ≥ x` with `k ∈ [−127, 127]` (E8M0's range); `None` above it.
+pub(crate) fn pow2_up(x: f32) -> Option<f32> {
+    let k = exponent_up(x);
+    (k <= 127).then(|| 2f32.powi(k.max(-127)))
+}
+
+/// The power of two nearest to `x` in linear scale (ties up), clamped to E8M0's range.
+fn pow2_nearest(x: f32) -> Option<f32> {
+    if x <= 0.0 {
+        return Some(2f32.powi(-127));
+    }
+    let k = exponent_up(x);
+    let (lo, hi) = (2f64.powi(k - 1), 2f64.powi(k));
+    let k = if (x as f64 - lo) < (hi - x as f64) {
+        k - 1
+    } else {
+        k
+    };
+    (k <= 127).then(|| 2f32.powi(k.max(-127)))
+}
+
+/// `ceil(log2 x)` for positive finite `x`, exactly (from the bits, not a float log); very
+/// small or zero `x` give −127 or less.
+fn exponent_up(x: f32) -> i32 {
+    if x <= 0.0 {
+        return -127;
+    }
+    let bits = x.to_bits();
+    let (exp, man) = (((bits >> 23) & 0xff) as i32, bits & 0x7f_ffff);
+    if exp == 0 {
+        // Subnormal: x = man · 2^−149.
+        let top = 31 - man.leading_zeros() as i32; // floor(log2 man)
+        let k = top - 149;
+        if man.is_power_of_two() { k } else { k + 1 }
+    } else if man == 0 {
+        exp - 127
+    } else {
+        exp - 126
+    }
 }
 
 /// Round a scale to the nearest value of the storage dtype.
@@ -162,6 +204,7 @@ pub(crate) fn store_scale_nearest(x: f32, dtype: ScaleDType) -> Option<f32> {
         ScaleDType::F32 => x,
         ScaleDType::F16 => f16::from_f32(x).to_f32(),
         ScaleDType::BF16 => bf16::from_f32(x).to_f32(),
+        ScaleDType::E8M0 => pow2_nearest(x)?,
     };
     v.is_finite().then_some(v)
 }
@@ -199,6 +242,36 @@ mod tests {
         fn draws_are_in_unit_interval(seed: u64, i: u64) {
             let u = uniform_draw(seed, i);
             prop_assert!((0.0..1.0).contains(&u));
+        }
+    }
+
+    #[test]
+    fn e8m0_scales_round_up_to_powers_of_two() {
+        assert_eq!(store_scale_up(1.0, ScaleDType::E8M0), Some(1.0));
+        assert_eq!(store_scale_up(1.0001, ScaleDType::E8M0), Some(2.0));
+        assert_eq!(store_scale_up(0.3, ScaleDType::E8M0), Some(0.5));
+        assert_eq!(
+            store_scale_up(3e-39, ScaleDType::E8M0),
+            Some(2f32.powi(-127))
+        );
+        assert_eq!(
+            store_scale_up(1e-44, ScaleDType::E8M0),
+            Some(2f32.powi(-127))
+        );
+        assert_eq!(store_scale_up(2e38, ScaleDType::E8M0), None);
+        assert_eq!(store_scale_nearest(1.4, ScaleDType::E8M0), Some(1.0));
+        assert_eq!(store_scale_nearest(1.6, ScaleDType::E8M0), Some(2.0));
+        for k in -149..=127 {
+            // 2^k from its bits (powi underflows through 2^149 for the smallest ones).
+            let x = if k >= -126 {
+                f32::from_bits(((k + 127) as u32) << 23)
+            } else {
+                f32::from_bits(1 << (k + 149))
+            };
+            assert_eq!(exponent_up(x), k);
+            if k < 127 {
+                assert_eq!(exponent_up(x * 1.5), k + 1);
+            }
         }
     }
 

@@ -75,6 +75,9 @@ pub enum ScaleDType {
     F16,
     /// bfloat16 scales: f32's range, 8 bits of precision.
     BF16,
+    /// OCP E8M0 scales: powers of two `2^−127 … 2^127` in one byte (microscaling formats).
+    /// Rounded up to the next power of two.
+    E8M0,
 }
 
 impl ScaleDType {
@@ -83,6 +86,7 @@ impl ScaleDType {
         match self {
             ScaleDType::F32 => 4,
             ScaleDType::F16 | ScaleDType::BF16 => 2,
+            ScaleDType::E8M0 => 1,
         }
     }
 }

@@ -1,11 +1,13 @@
-//! The packed result of quantization: codes, per-group scales and zero points, and format.
+//! The packed result of quantization: codes, per-group scales and zero points (or a
+//! codebook), and format.
 
 use candle_core::{DType, Device, Tensor};
-use half::{bf16, f16};
 
 use crate::error::{Error, Result};
+use crate::quant::codebook::Codebook;
+use crate::quant::float_format::FloatFormat;
 use crate::quant::packing::PackedCodes;
-use crate::quant::spec::ScaleDType;
+use crate::quant::scales::Scales;
 
 /// How codes map back to values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +24,15 @@ pub enum QuantFormat {
     },
     /// One-bit sign codes: `w ≈ +scale` for code 1, `−scale` for code 0.
     Sign,
+    /// Ternary ("1.58-bit") codes in 2 bits: 0 → `−scale`, 1 → 0, 2 → `+scale` (3 is invalid).
+    Ternary,
+    /// Codes index a table of levels ([`QuantizedTensor::codebook`]): `w ≈ scale · level[q]`.
+    Codebook {
+        /// Bits per code (1..=8); tables hold `2^bits` levels.
+        bits: u8,
+    },
+    /// Codes are small floats: `w ≈ scale · decode(q)` (FP8, FP4; MX when scales are E8M0).
+    Float(FloatFormat),
 }
 
 impl QuantFormat {
@@ -30,66 +41,46 @@ impl QuantFormat {
         match *self {
             QuantFormat::Uniform { bits, .. } => bits,
             QuantFormat::Sign => 1,
+            QuantFormat::Ternary => 2,
+            QuantFormat::Codebook { bits } => bits,
+            QuantFormat::Float(f) => f.bits(),
+        }
+    }
+
+    /// The unit levels a code decodes to before the group's scale, indexed by code, for
+    /// formats with a fixed table (sign, ternary, float); `None` for uniform and codebook
+    /// formats, whose levels depend on the tensor.
+    pub fn unit_levels(&self) -> Option<Vec<f32>> {
+        match *self {
+            QuantFormat::Sign => Some(vec![-1.0, 1.0]),
+            QuantFormat::Ternary => Some(vec![-1.0, 0.0, 1.0]),
+            QuantFormat::Float(f) => Some(f.value_table()),
+            QuantFormat::Uniform { .. } | QuantFormat::Codebook { .. } => None,
         }
     }
 }
 
-/// Per-group scales in their storage dtype.
+/// Everything a [`QuantizedTensor`] is made of, for [`QuantizedTensor::assemble`].
+///
+/// `zeros` is for asymmetric uniform formats only, `codebook` for codebook formats only.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Scales {
-    /// f32 scales.
-    F32(Vec<f32>),
-    /// IEEE half scales.
-    F16(Vec<f16>),
-    /// bfloat16 scales.
-    BF16(Vec<bf16>),
-}
-
-impl Scales {
-    /// Store f32 values that are already representable in `dtype` (no rounding happens here).
-    pub(crate) fn from_f32(values: Vec<f32>, dtype: ScaleDType) -> Self {
-        match dtype {
-            ScaleDType::F32 => Scales::F32(values),
-            ScaleDType::F16 => Scales::F16(values.into_iter().map(f16::from_f32).collect()),
-            ScaleDType::BF16 => Scales::BF16(values.into_iter().map(bf16::from_f32).collect()),
-        }
-    }
-    /// Number of scales.
-    pub fn len(&self) -> usize {
-        match self {
-            Scales::F32(v) => v.len(),
-            Scales::F16(v) => v.len(),
-            Scales::BF16(v) => v.len(),
-        }
-    }
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Scale `i` as f32 (exact: every stored dtype widens to f32 without rounding).
-    pub fn get(&self, i: usize) -> f32 {
-        match self {
-            Scales::F32(v) => v[i],
-            Scales::F16(v) => v[i].to_f32(),
-            Scales::BF16(v) => v[i].to_f32(),
-        }
-    }
-    /// All scales as f32.
-    pub fn to_f32_vec(&self) -> Vec<f32> {
-        (0..self.len()).map(|i| self.get(i)).collect()
-    }
-    /// Storage dtype.
-    pub fn dtype(&self) -> ScaleDType {
-        match self {
-            Scales::F32(_) => ScaleDType::F32,
-            Scales::F16(_) => ScaleDType::F16,
-            Scales::BF16(_) => ScaleDType::BF16,
-        }
-    }
-    /// Bytes of storage.
-    pub fn storage_bytes(&self) -> usize {
-        self.len() * self.dtype().size_in_bytes()
-    }
+pub struct QuantizedParts {
+    /// Shape of the original tensor.
+    pub shape: Vec<usize>,
+    /// Dtype [`QuantizedTensor::dequantize`] returns (that of the original weight).
+    pub dtype: DType,
+    /// How codes map to values.
+    pub format: QuantFormat,
+    /// Consecutive row-major elements sharing a scale.
+    pub group_len: usize,
+    /// One code per element.
+    pub codes: PackedCodes,
+    /// One scale per group.
+    pub scales: Scales,
+    /// One zero point per group (asymmetric uniform formats).
+    pub zeros: Option<PackedCodes>,
+    /// The level tables (codebook formats).
+    pub codebook: Option<Codebook>,
 }
 
 /// A quantized weight matrix: packed codes plus the per-group parameters to decode them.
@@ -107,10 +98,12 @@ pub struct QuantizedTensor {
     codes: PackedCodes,
     scales: Scales,
     zeros: Option<PackedCodes>,
+    codebook: Option<Codebook>,
 }
 
 impl QuantizedTensor {
-    /// Assemble a quantized tensor from its parts, checking that they fit together.
+    /// Assemble a uniform or sign quantized tensor from its parts, checking that they fit
+    /// together (see [`assemble`](Self::assemble), which takes every format).
     ///
     /// `zeros` must be present exactly for asymmetric uniform formats. `dtype` is the dtype
     /// [`dequantize`](Self::dequantize) returns (that of the original weight).
@@ -123,6 +116,34 @@ impl QuantizedTensor {
         scales: Scales,
         zeros: Option<PackedCodes>,
     ) -> Result<Self> {
+        Self::assemble(QuantizedParts {
+            shape,
+            dtype,
+            format,
+            group_len,
+            codes,
+            scales,
+            zeros,
+            codebook: None,
+        })
+    }
+
+    /// Assemble a quantized tensor of any format from its parts, checking that they fit
+    /// together: codes match the element count and the format's bits, one finite scale per
+    /// group, zero points exactly for asymmetric uniform formats, a codebook (whose tables
+    /// evenly divide the groups) exactly for codebook formats, and no code that decodes to a
+    /// non-value (ternary code 3, FP8 NaN or infinity codes).
+    pub fn assemble(parts: QuantizedParts) -> Result<Self> {
+        let QuantizedParts {
+            shape,
+            dtype,
+            format,
+            group_len,
+            codes,
+            scales,
+            zeros,
+            codebook,
+        } = parts;
         let numel: usize = shape.iter().product();
         let bad = |m: String| Err(Error::InconsistentParts(m));
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
@@ -165,6 +186,38 @@ impl QuantizedTensor {
             (None, true) => return bad("asymmetric format without zero points".into()),
             (Some(_), false) => return bad("zero points on a format that has none".into()),
         }
+        match (&codebook, format) {
+            (None, QuantFormat::Codebook { .. }) => {
+                return bad("codebook format without a codebook".into());
+            }
+            (Some(cb), QuantFormat::Codebook { bits }) => {
+                if cb.table_len() != 1 << bits {
+                    return bad(format!(
+                        "{}-level tables for {bits}-bit codes",
+                        cb.table_len()
+                    ));
+                }
+                if !groups.is_multiple_of(cb.tables()) {
+                    return bad(format!("{} tables for {groups} groups", cb.tables()));
+                }
+            }
+            (Some(_), _) => return bad("a codebook on a format that has none".into()),
+            (None, _) => {}
+        }
+        if let Some(levels) = format.unit_levels() {
+            // Codes past the table (ternary 3) or standing for NaN/∞ (FP8) are not values.
+            let invalid: Vec<bool> = (0..1usize << format.code_bits())
+                .map(|c| levels.get(c).is_none_or(|v| !v.is_finite()))
+                .collect();
+            if invalid.iter().any(|&b| b)
+                && let Some(i) = (0..numel).find(|&i| invalid[codes.get(i) as usize])
+            {
+                return bad(format!(
+                    "code {} at index {i} is not a value of {format:?}",
+                    codes.get(i)
+                ));
+            }
+        }
         Ok(QuantizedTensor {
             shape,
             dtype,
@@ -173,6 +226,7 @@ impl QuantizedTensor {
             codes,
             scales,
             zeros,
+            codebook,
         })
     }
 
@@ -208,6 +262,47 @@ impl QuantizedTensor {
     pub fn scales(&self) -> &Scales {
         &self.scales
     }
+    /// The level tables (codebook formats only).
+    pub fn codebook(&self) -> Option<&Codebook> {
+        self.codebook.as_ref()
+    }
+    /// Every value group `g` can decode to, ascending, without duplicates: the grid a
+    /// weight of that group is rounded onto.
+    ///
+    /// ```
+    /// # use candle_core::{Device, Tensor};
+    /// use quantlens::{QuantSpec, Quantizer, ScaleDType, UniformQuantizer};
+    /// let w = Tensor::new(&[[1.0f32, -0.5, 0.25, 0.0]], &Device::Cpu)?;
+    /// let spec = QuantSpec::int2().per_channel().with_scale_dtype(ScaleDType::F32);
+    /// let qt = UniformQuantizer::new(spec)?.quantize(&w, None)?;
+    /// assert_eq!(qt.group_levels(0), vec![-2.0, -1.0, 0.0, 1.0]);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn group_levels(&self, g: usize) -> Vec<f32> {
+        let scale = self.scales.get(g);
+        let mut v: Vec<f32> = match (self.format, &self.codebook) {
+            (QuantFormat::Uniform { bits, .. }, _) => {
+                let zero = self.zero_point(g).unwrap_or(0);
+                (0..1i32 << bits)
+                    .map(|q| crate::quant::grid::UniformParams::decode(scale, zero, q as u8))
+                    .collect()
+            }
+            (QuantFormat::Codebook { .. }, Some(cb)) => {
+                let t = g / (self.num_groups() / cb.tables());
+                cb.table(t).iter().map(|l| scale * l).collect()
+            }
+            (format, _) => format
+                .unit_levels()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| l.is_finite())
+                .map(|l| scale * l)
+                .collect(),
+        };
+        v.sort_by(f32::total_cmp);
+        v.dedup_by(|a, b| a == b);
+        v
+    }
     /// The packed per-group zero points (asymmetric formats only).
     pub fn zeros(&self) -> Option<&PackedCodes> {
         self.zeros.as_ref()
@@ -225,16 +320,17 @@ impl QuantizedTensor {
     pub fn step(&self, g: usize) -> Option<f32> {
         match self.format {
             QuantFormat::Uniform { .. } => Some(self.scales.get(g)),
-            QuantFormat::Sign => None,
+            _ => None,
         }
     }
-    /// True storage in bytes: packed codes, scales and zero points.
+    /// True storage in bytes: packed codes, scales, zero points and stored codebook levels.
     pub fn storage_bytes(&self) -> usize {
         self.codes.storage_bytes()
             + self.scales.storage_bytes()
             + self.zeros.as_ref().map_or(0, PackedCodes::storage_bytes)
+            + self.codebook.as_ref().map_or(0, Codebook::storage_bytes)
     }
-    /// Storage bits per weight, scales and zero points included.
+    /// Storage bits per weight, scales, zero points and codebooks included.
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
@@ -278,7 +374,7 @@ impl QuantizedTensor {
                 self.numel()
             )));
         }
-        crate::kernels::cpu::uniform::decode_into(self, out);
+        crate::kernels::cpu::decode::decode_into(self, out);
         Ok(())
     }
 

@@ -108,6 +108,7 @@ impl Quantizer for UniformQuantizer {
             ScaleDType::F16 => {}
             ScaleDType::F32 => name.push_str("-s32"),
             ScaleDType::BF16 => name.push_str("-sbf16"),
+            ScaleDType::E8M0 => name.push_str("-se8m0"),
         }
         name
     }

@@ -16,7 +16,15 @@ pub enum ErrorBound {
     HalfStep,
     /// Stochastic rounding and other one-sided schemes: less than one step.
     FullStep,
-    /// No per-element bound (sign quantization, codebooks without a step).
+    /// Every value decodes to the level of its group nearest to the weight
+    /// ([`QuantizedTensor::group_levels`]): codebooks fitted or fixed, float formats with
+    /// round-to-nearest, round-to-nearest uniform grids.
+    NearestLevel,
+    /// Every value decodes to one of the two levels of its group that bracket the weight (the
+    /// end level when the weight lies outside the grid): rounding in a transformed domain
+    /// (companding), stochastic rounding, any monotone rounding rule.
+    AdjacentLevel,
+    /// No per-element bound (sign quantization, ternary with a target sparsity).
     Unchecked,
 }
 
@@ -205,10 +213,13 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         ));
     }
 
+    if matches!(bound, ErrorBound::NearestLevel | ErrorBound::AdjacentLevel) {
+        check_levels(&qt, w, &deq_v, bound)?;
+    }
     let factor = match bound {
         ErrorBound::HalfStep => Some(0.5f32),
         ErrorBound::FullStep => Some(1.0f32),
-        ErrorBound::Unchecked => None,
+        _ => None,
     };
     if let Some(factor) = factor {
         let (eps, tiny) = dtype_rounding(w.dtype);
@@ -242,6 +253,59 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         .map_err(|e| e.to_string())?;
     if single != qt {
         return Err("one thread and many threads gave different results".into());
+    }
+    Ok(())
+}
+
+/// Check the level-based bounds: each decoded value is (up to the output dtype's rounding) the
+/// nearest level of its group, or one of the two levels bracketing the weight.
+fn check_levels(
+    qt: &QuantizedTensor,
+    w: &WeightMatrix,
+    deq: &[f32],
+    bound: ErrorBound,
+) -> Result<(), String> {
+    let (eps, tiny) = dtype_rounding(w.dtype);
+    let same = |a: f32, b: f32| (a - b).abs() <= eps * a.abs().max(b.abs()) + tiny;
+    let mut levels = Vec::new();
+    let mut current = usize::MAX;
+    for (i, (&x, &y)) in w.data.iter().zip(deq).enumerate() {
+        let group = i / qt.group_len();
+        if group != current {
+            levels = qt.group_levels(group);
+            current = group;
+        }
+        if levels.is_empty() {
+            return Err(format!("group {group} has no levels"));
+        }
+        let ok = match bound {
+            ErrorBound::NearestLevel => {
+                let best = levels
+                    .iter()
+                    .map(|l| (x - l).abs())
+                    .fold(f32::INFINITY, f32::min);
+                // y must be a level, and no level may be closer to x than y is.
+                levels.iter().any(|&l| same(l, y))
+                    && (x - y).abs() <= best + eps * x.abs().max(y.abs()) + tiny
+            }
+            _ => {
+                let below = levels.iter().rev().find(|&&l| l <= x).or(levels.first());
+                let above = levels.iter().find(|&&l| l >= x).or(levels.last());
+                [below, above].into_iter().flatten().any(|&l| same(l, y))
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "element {i} (group {group}): {x} decoded to {y}, not its {} level \
+                 (group levels {:?})",
+                if bound == ErrorBound::NearestLevel {
+                    "nearest"
+                } else {
+                    "bracketing"
+                },
+                levels
+            ));
+        }
     }
     Ok(())
 }

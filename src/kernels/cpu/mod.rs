@@ -3,6 +3,7 @@
 
 mod alloc;
 pub(crate) mod cross_entropy;
+pub(crate) mod decode;
 pub(crate) mod logsumexp;
 pub(crate) mod uniform;
 

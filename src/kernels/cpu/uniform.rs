@@ -6,16 +6,14 @@
 //! boundary falls on a multiple of eight codes, so tasks write disjoint whole bytes of the
 //! packed stream. The arithmetic lives in [`crate::quant::grid`].
 
-use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::kernels::multiversion::multiversion;
 use crate::kernels::{Fault, HostSlice, UniformJob, UniformParts};
 use crate::quant::grid::{UniformParams, store_scale_nearest, uniform_draw};
-use crate::quant::packing::{pack_into, packed_len, unpack_from};
-use crate::quant::{QuantFormat, QuantizedTensor, Rounding};
+use crate::quant::packing::{pack_into, packed_len};
+use crate::quant::{QuantFormat, Rounding};
 
 /// Elements per parallel task: big enough to amortise scheduling, small enough for L2.
 const TASK_ELEMS: usize = 32 * 1024;
@@ -62,11 +60,10 @@ impl Coder {
                     .map(Coder::Uniform)
                     .ok_or(overflow)
             }
-            QuantFormat::Sign => {
-                store_scale_nearest((s.sum_abs / len as f64) as f32, job.scale_dtype)
-                    .map(|scale| Coder::Sign { scale })
-                    .ok_or(overflow)
-            }
+            // A `UniformJob` carries a uniform or a sign format only.
+            _ => store_scale_nearest((s.sum_abs / len as f64) as f32, job.scale_dtype)
+                .map(|scale| Coder::Sign { scale })
+                .ok_or(overflow),
         }
     }
 
@@ -160,22 +157,6 @@ multiversion! {
     fn encode_sign(x: &[f32], out: &mut [u8]) {
         for (o, &w) in out.iter_mut().zip(x) {
             *o = (w >= 0.0) as u8;
-        }
-    }
-}
-
-multiversion! {
-    fn decode_uniform(q: &[u8], scale: f32, zero: i32, out: &mut [f32]) {
-        for (o, &c) in out.iter_mut().zip(q) {
-            *o = UniformParams::decode(scale, zero, c);
-        }
-    }
-}
-
-multiversion! {
-    fn decode_sign(q: &[u8], scale: f32, out: &mut [f32]) {
-        for (o, &c) in out.iter_mut().zip(q) {
-            *o = (2 * c as i32 - 1) as f32 * scale;
         }
     }
 }
@@ -304,97 +285,6 @@ fn quantize_two_pass(
     Ok(())
 }
 
-/// Output element types of dequantization.
-pub(crate) trait OutElem: candle_core::WithDType + Copy + Send + Sync {
-    /// Write f32 values into `dst` (converted if needed); `Some(dst)` for f32 itself, to decode
-    /// straight into the output.
-    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]>;
-    fn convert(dst: &mut [Self], src: &[f32]);
-}
-
-impl OutElem for f32 {
-    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
-        Some(dst)
-    }
-    fn convert(dst: &mut [Self], src: &[f32]) {
-        dst.copy_from_slice(src)
-    }
-}
-impl OutElem for f16 {
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-    fn convert(dst: &mut [Self], src: &[f32]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
-impl OutElem for bf16 {
-    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-    fn convert(dst: &mut [Self], src: &[f32]) {
-        dst.convert_from_f32_slice(src)
-    }
-}
-
-/// Decode every element of `q` into a new host tensor of element type `T`.
-pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core::Tensor> {
-    let mut out = crate::kernels::cpu::zeroed_vec::<T>(q.numel());
-    decode_into(q, &mut out);
-    Ok(candle_core::Tensor::from_vec(
-        out,
-        q.shape(),
-        &candle_core::Device::Cpu,
-    )?)
-}
-
-/// Decode every element of `q` into `out` (`q.numel()` long, checked by callers).
-pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
-    let g = q.group_len();
-    let bits = q.format().code_bits();
-    let scales = q.scales().to_f32_vec();
-    let zeros: Vec<i32> = match q.zeros() {
-        Some(z) => z.unpack().into_iter().map(i32::from).collect(),
-        None => vec![q.zero_point(0).unwrap_or(0); q.num_groups()],
-    };
-    let sign = q.format() == QuantFormat::Sign;
-    let bytes = q.codes().bytes();
-    out.par_chunks_mut(TASK_ELEMS).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(qbuf, fbuf): &mut (Vec<u8>, Vec<f32>), (task, dst)| {
-            let e0 = task * TASK_ELEMS;
-            let ne = dst.len();
-            qbuf.resize(ne, 0u8);
-            let b0 = e0 * bits as usize / 8;
-            unpack_from(&bytes[b0..b0 + packed_len(ne, bits)], bits, qbuf);
-            let direct = T::as_f32_mut(dst);
-            let is_direct = direct.is_some();
-            let f: &mut [f32] = match direct {
-                Some(d) => d,
-                None => {
-                    fbuf.resize(ne, 0.0);
-                    fbuf
-                }
-            };
-            let mut e = e0;
-            while e < e0 + ne {
-                let group = e / g;
-                let end = ((group + 1) * g).min(e0 + ne);
-                let (a, b) = (e - e0, end - e0);
-                if sign {
-                    decode_sign(&qbuf[a..b], scales[group], &mut f[a..b]);
-                } else {
-                    decode_uniform(&qbuf[a..b], scales[group], zeros[group], &mut f[a..b]);
-                }
-                e = end;
-            }
-            if !is_direct {
-                T::convert(dst, fbuf);
-            }
-        },
-    );
-}
-
 #[cfg(test)]
 mod tests {
     //! The fast kernels against their scalar twin: the formulas written out element by element,
@@ -468,6 +358,7 @@ mod tests {
                         r.codes.push((q + zero) as u8);
                     }
                 }
+                other => unreachable!("uniform kernels never see {other:?}"),
             }
         }
         r
@@ -506,7 +397,7 @@ mod tests {
             job,
         );
         if let Ok(qt) = qt {
-            let deq = dequantize::<f32>(&qt)
+            let deq = crate::kernels::cpu::decode::dequantize::<f32>(&qt)
                 .unwrap()
                 .flatten_all()
                 .unwrap()

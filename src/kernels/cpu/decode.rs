@@ -1,0 +1,175 @@
+//! Dequantization on the CPU, for every [`QuantFormat`].
+//!
+//! Uniform grids decode arithmetically (`scale · (q − zero)`); every other format decodes
+//! through a small lookup table of unit levels (sign, ternary, codebook, float) times the
+//! group's scale. Both are one f32 multiply per element, so the result is the same one
+//! rounding whichever path a format takes.
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::kernels::multiversion::multiversion;
+use crate::quant::grid::UniformParams;
+use crate::quant::packing::{packed_len, unpack_from};
+use crate::quant::{QuantFormat, QuantizedTensor};
+
+/// Elements per parallel task: big enough to amortise scheduling, small enough for L2.
+const TASK_ELEMS: usize = 32 * 1024;
+
+multiversion! {
+    fn decode_uniform(q: &[u8], scale: f32, zero: i32, out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(q) {
+            *o = UniformParams::decode(scale, zero, c);
+        }
+    }
+}
+
+multiversion! {
+    fn decode_table(q: &[u8], scale: f32, table: &[f32], out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(q) {
+            *o = scale * table[c as usize];
+        }
+    }
+}
+
+/// Output element types of dequantization.
+pub(crate) trait OutElem: candle_core::WithDType + Copy + Send + Sync {
+    /// Write f32 values into `dst` (converted if needed); `Some(dst)` for f32 itself, to decode
+    /// straight into the output.
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]>;
+    fn convert(dst: &mut [Self], src: &[f32]);
+}
+
+impl OutElem for f32 {
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
+        Some(dst)
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src)
+    }
+}
+impl OutElem for f16 {
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.convert_from_f32_slice(src)
+    }
+}
+impl OutElem for bf16 {
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn convert(dst: &mut [Self], src: &[f32]) {
+        dst.convert_from_f32_slice(src)
+    }
+}
+
+/// Decode every element of `q` into a new host tensor of element type `T`.
+pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core::Tensor> {
+    let mut out = crate::kernels::cpu::zeroed_vec::<T>(q.numel());
+    decode_into(q, &mut out);
+    Ok(candle_core::Tensor::from_vec(
+        out,
+        q.shape(),
+        &candle_core::Device::Cpu,
+    )?)
+}
+
+/// How codes of each group become values.
+enum Decoder {
+    /// `scale · (q − zero[g])`.
+    Uniform { zeros: Vec<i32> },
+    /// `scale · tables[t][q]`, group `g` using table `g / groups_per_table`.
+    Table {
+        tables: Vec<f32>,
+        table_len: usize,
+        groups_per_table: usize,
+    },
+}
+
+impl Decoder {
+    fn of(q: &QuantizedTensor) -> Decoder {
+        let unit_table = |t: Vec<f32>| Decoder::Table {
+            table_len: t.len(),
+            tables: t,
+            groups_per_table: q.num_groups(),
+        };
+        match q.format() {
+            QuantFormat::Uniform { .. } => Decoder::Uniform {
+                zeros: match q.zeros() {
+                    Some(z) => z.unpack().into_iter().map(i32::from).collect(),
+                    None => vec![q.zero_point(0).unwrap_or(0); q.num_groups()],
+                },
+            },
+            QuantFormat::Sign => unit_table(vec![-1.0, 1.0]),
+            // Code 3 is rejected by `QuantizedTensor::assemble`.
+            QuantFormat::Ternary => unit_table(vec![-1.0, 0.0, 1.0, 0.0]),
+            QuantFormat::Float(f) => unit_table(f.value_table()),
+            QuantFormat::Codebook { .. } => {
+                let cb = q
+                    .codebook()
+                    .expect("assemble guarantees a codebook for codebook formats");
+                Decoder::Table {
+                    tables: cb.levels().to_vec(),
+                    table_len: cb.table_len(),
+                    groups_per_table: q.num_groups() / cb.tables(),
+                }
+            }
+        }
+    }
+}
+
+/// Decode every element of `q` into `out` (`q.numel()` long, checked by callers).
+pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
+    let g = q.group_len();
+    let bits = q.format().code_bits();
+    let scales = q.scales().to_f32_vec();
+    let decoder = Decoder::of(q);
+    let bytes = q.codes().bytes();
+    out.par_chunks_mut(TASK_ELEMS).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(qbuf, fbuf): &mut (Vec<u8>, Vec<f32>), (task, dst)| {
+            let e0 = task * TASK_ELEMS;
+            let ne = dst.len();
+            qbuf.resize(ne, 0u8);
+            let b0 = e0 * bits as usize / 8;
+            unpack_from(&bytes[b0..b0 + packed_len(ne, bits)], bits, qbuf);
+            let direct = T::as_f32_mut(dst);
+            let is_direct = direct.is_some();
+            let f: &mut [f32] = match direct {
+                Some(d) => d,
+                None => {
+                    fbuf.resize(ne, 0.0);
+                    fbuf
+                }
+            };
+            let mut e = e0;
+            while e < e0 + ne {
+                let group = e / g;
+                let end = ((group + 1) * g).min(e0 + ne);
+                let (a, b) = (e - e0, end - e0);
+                match &decoder {
+                    Decoder::Uniform { zeros } => {
+                        decode_uniform(&qbuf[a..b], scales[group], zeros[group], &mut f[a..b])
+                    }
+                    Decoder::Table {
+                        tables,
+                        table_len,
+                        groups_per_table,
+                    } => {
+                        let t = group / groups_per_table;
+                        let table = &tables[t * table_len..(t + 1) * table_len];
+                        decode_table(&qbuf[a..b], scales[group], table, &mut f[a..b])
+                    }
+                }
+                e = end;
+            }
+            if !is_direct {
+                T::convert(dst, fbuf);
+            }
+        },
+    );
+}
