@@ -134,7 +134,8 @@ pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{
-    Calibration, Codebook, DoubleQuantScales, FloatFormat, Granularity, LevelStorage, PackedCodes,
-    QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType,
-    Scales, UniformQuantizer,
+    Calibration, Codebook, CompandingQuantizer, DoubleQuantScales, FloatFormat, Granularity,
+    KMeansQuantizer, LevelStorage, NF4_LEVELS, Nf4Quantizer, PackedCodes, QuantFormat, QuantSpec,
+    QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType, Scales, TernaryQuantizer,
+    UniformQuantizer,
 };

@@ -138,3 +138,38 @@ mod tests {
         assert_eq!(cb.storage_bytes(), 0);
     }
 }
+
+/// Nearest-level encoding against a group's decoded levels.
+///
+/// Built from the values the decoder will produce (`scale · level`, rounded in f32 exactly as
+/// the decoder rounds them), so "nearest" holds for what a user gets back, not for an
+/// idealised grid. Levels must be ascending; a code is the number of midpoints strictly below
+/// the value, so ties go to the lower level. Midpoints are exact (f64 halves of f32 sums).
+#[derive(Debug, Clone)]
+pub(crate) struct NearestLevel {
+    midpoints: Vec<f64>,
+}
+
+impl NearestLevel {
+    /// For ascending decoded `levels` (codes `0..levels.len()`).
+    pub(crate) fn new(levels: &[f32]) -> Self {
+        debug_assert!(levels.windows(2).all(|w| w[0] <= w[1]));
+        NearestLevel {
+            midpoints: levels
+                .windows(2)
+                .map(|w| (w[0] as f64 + w[1] as f64) * 0.5)
+                .collect(),
+        }
+    }
+    /// The code of the level nearest to `x`.
+    #[inline]
+    pub(crate) fn code(&self, x: f32) -> u8 {
+        let x = x as f64;
+        self.midpoints.iter().map(|&m| (x > m) as u8).sum()
+    }
+}
+
+/// `scale · level` for every level, in f32, exactly as the decoder computes it.
+pub(crate) fn decoded_levels(scale: f32, table: &[f32]) -> Vec<f32> {
+    table.iter().map(|&l| scale * l).collect()
+}
