@@ -56,6 +56,22 @@ impl SplitMix64 {
         let (u1, u2) = (self.next_f64().max(1e-300), self.next_f64());
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
+    /// A Student-t draw with `nu ≥ 1` degrees of freedom: `Z / sqrt(χ²_ν / ν)`, the χ² as a sum
+    /// of `nu` squared normals (heavy tails for small `nu`: ν = 3 has finite variance 3 but
+    /// infinite kurtosis, like the outliers of LLM weights).
+    ///
+    /// ```
+    /// use quantlens::rng::SplitMix64;
+    /// let mut rng = SplitMix64::new(1);
+    /// let x: Vec<f64> = (0..10_000).map(|_| rng.student_t(3)).collect();
+    /// assert!(x.iter().any(|v| v.abs() > 8.0)); // P(|t₃| > 8) ≈ 0.4%
+    /// ```
+    pub fn student_t(&mut self, nu: u32) -> f64 {
+        let nu = nu.max(1);
+        let z = self.normal();
+        let chi2: f64 = (0..nu).map(|_| self.normal().powi(2)).sum();
+        z / (chi2 / nu as f64).sqrt()
+    }
     /// Shuffle `items` in place (Fisher–Yates, from the back), uniformly up to the tiny
     /// modulo bias of 64-bit draws.
     ///

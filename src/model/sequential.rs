@@ -2,7 +2,7 @@
 //! calibration: each layer is calibrated on the inputs produced by the already-quantized
 //! layers before it).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::hooks::{CaptureInputs, LayerFilter, StopAfter};
@@ -205,7 +205,7 @@ impl<'a> SequentialQuantization<'a> {
                 }
                 let q = self.quantizer.quantize(&weight, calib)?;
                 let fake = q.dequantize(weight.device())?;
-                let relative_error = relative_error(&weight, &fake)?;
+                let relative_error = crate::quant::reconstruction::relative_error(&weight, &fake)?;
                 let entry = LayerReport {
                     index: report.layers.len(),
                     total,
@@ -229,12 +229,4 @@ impl<'a> SequentialQuantization<'a> {
         }
         Ok(report)
     }
-}
-
-fn relative_error(w: &Tensor, w_hat: &Tensor) -> Result<f64> {
-    let w = w.to_dtype(DType::F64)?;
-    let diff = (&w - w_hat.to_dtype(DType::F64)?)?;
-    let num = diff.sqr()?.sum_all()?.to_scalar::<f64>()?;
-    let den = w.sqr()?.sum_all()?.to_scalar::<f64>()?;
-    Ok(if den > 0.0 { (num / den).sqrt() } else { 0.0 })
 }

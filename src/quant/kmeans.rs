@@ -53,6 +53,7 @@ impl Default for LloydMax {
 
 impl LloydMax {
     /// Fit `k` levels to `values` (minimising the squared error of nearest-level rounding).
+    /// (The quantizer fits a weighted variant: see [`KMeansQuantizer`].)
     ///
     /// The 1-D algorithm: values are sorted once with prefix sums, so each iteration finds the
     /// cells (between midpoints of adjacent centroids) by binary search and their means in
@@ -89,33 +90,46 @@ impl LloydMax {
             });
         }
         check_finite(values)?;
-        let mut x: Vec<f64> = values.iter().map(|&v| v as f64).collect();
-        x.sort_by(f64::total_cmp);
-        Ok(fit_sorted(&x, k, self)
+        let mut points: Vec<(f64, f64)> = values.iter().map(|&v| (v as f64, 1.0)).collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(fit_sorted(&points, k, self)
             .into_iter()
             .map(|c| c as f32)
             .collect())
     }
 }
 
-/// Lloyd–Max on ascending `x` (finite, non-empty).
-fn fit_sorted(x: &[f64], k: usize, opts: &LloydMax) -> Vec<f64> {
-    let n = x.len();
-    let mut prefix = Vec::with_capacity(n + 1);
-    prefix.push(0.0);
-    let mut acc = 0.0;
-    for &v in x {
-        acc += v;
-        prefix.push(acc);
+/// Weighted Lloyd–Max on points ascending by value (finite values, positive total weight
+/// unless all weights are 0, which is treated as equal weights).
+fn fit_sorted(points: &[(f64, f64)], k: usize, opts: &LloydMax) -> Vec<f64> {
+    let n = points.len();
+    let total_w: f64 = points.iter().map(|p| p.1).sum();
+    let uniform = total_w.is_nan() || total_w <= 0.0;
+    let weight = |p: &(f64, f64)| if uniform { 1.0 } else { p.1 };
+    // Prefix sums of w and w·x: the weighted mean of any run of sorted points in O(1).
+    let (mut pw, mut pwx) = (Vec::with_capacity(n + 1), Vec::with_capacity(n + 1));
+    pw.push(0.0);
+    pwx.push(0.0);
+    let (mut aw, mut awx) = (0.0, 0.0);
+    for p in points {
+        aw += weight(p);
+        awx += weight(p) * p.0;
+        pw.push(aw);
+        pwx.push(awx);
     }
-    let mut c = match opts.init {
+    let mut c: Vec<f64> = match opts.init {
         KMeansInit::Quantiles => (0..k)
-            .map(|i| x[(((i as f64 + 0.5) / k as f64) * n as f64) as usize].min(x[n - 1]))
+            .map(|i| {
+                // The point where the cumulative weight passes the (i + ½)/k quantile.
+                let target = (i as f64 + 0.5) / k as f64 * aw;
+                let j = pw[1..].partition_point(|&c| c <= target).min(n - 1);
+                points[j].0
+            })
             .collect(),
-        KMeansInit::PlusPlus { seed } => plus_plus(x, k, seed),
+        KMeansInit::PlusPlus { seed } => plus_plus(points, &weight, k, seed),
     };
     c.sort_by(f64::total_cmp);
-    let range = x[n - 1] - x[0];
+    let range = points[n - 1].0 - points[0].0;
     for _ in 0..opts.max_iterations {
         let mut moved = 0f64;
         let mut lo = 0;
@@ -125,13 +139,14 @@ fn fit_sorted(x: &[f64], k: usize, opts: &LloydMax) -> Vec<f64> {
             // (ties to the lower level, as the encoder rounds).
             let hi = if j + 1 < k {
                 let mid = 0.5 * (c[j] + c[j + 1]);
-                x.partition_point(|&v| v <= mid)
+                points.partition_point(|p| p.0 <= mid)
             } else {
                 n
             };
             let hi = hi.max(lo);
-            if hi > lo {
-                next[j] = (prefix[hi] - prefix[lo]) / (hi - lo) as f64;
+            let w = pw[hi] - pw[lo];
+            if w > 0.0 {
+                next[j] = (pwx[hi] - pwx[lo]) / w;
             }
             moved = moved.max((next[j] - c[j]).abs());
             lo = hi;
@@ -145,34 +160,43 @@ fn fit_sorted(x: &[f64], k: usize, opts: &LloydMax) -> Vec<f64> {
     c
 }
 
-/// k-means++ seeding in 1-D, O(n·k).
-fn plus_plus(x: &[f64], k: usize, seed: u64) -> Vec<f64> {
-    let n = x.len();
+/// Weighted k-means++ seeding in 1-D, O(n·k).
+fn plus_plus(
+    points: &[(f64, f64)],
+    weight: &dyn Fn(&(f64, f64)) -> f64,
+    k: usize,
+    seed: u64,
+) -> Vec<f64> {
+    let n = points.len();
     let mut rng = SplitMix64::new(seed);
-    let first = x[((rng.next_f64() * n as f64) as usize).min(n - 1)];
-    let mut centers = vec![first];
-    let mut d2: Vec<f64> = x.iter().map(|&v| (v - first) * (v - first)).collect();
-    while centers.len() < k {
-        let total: f64 = d2.iter().sum();
-        let next = if total > 0.0 {
-            let target = rng.next_f64() * total;
-            let mut acc = 0.0;
-            let mut pick = n - 1;
-            for (i, &d) in d2.iter().enumerate() {
-                acc += d;
-                if acc > target {
-                    pick = i;
-                    break;
-                }
+    // The first centre is drawn in proportion to weight, the next ones to weight · D².
+    let draw = |rng: &mut SplitMix64, mass: &dyn Fn(usize) -> f64| -> Option<usize> {
+        let total: f64 = (0..n).map(mass).sum();
+        if total.is_nan() || total <= 0.0 {
+            return None;
+        }
+        let target = rng.next_f64() * total;
+        let mut acc = 0.0;
+        for i in 0..n {
+            acc += mass(i);
+            if acc > target {
+                return Some(i);
             }
-            x[pick]
-        } else {
-            // Fewer distinct values than levels: repeat one.
-            first
+        }
+        Some(n - 1)
+    };
+    let first = points[draw(&mut rng, &|i| weight(&points[i])).unwrap_or(0)].0;
+    let mut centers = vec![first];
+    let mut d2: Vec<f64> = points.iter().map(|p| (p.0 - first).powi(2)).collect();
+    while centers.len() < k {
+        // Fewer distinct values than levels: repeat one.
+        let next = match draw(&mut rng, &|i| weight(&points[i]) * d2[i]) {
+            Some(i) => points[i].0,
+            None => first,
         };
         centers.push(next);
-        for (d, &v) in d2.iter_mut().zip(x) {
-            *d = d.min((v - next) * (v - next));
+        for (d, p) in d2.iter_mut().zip(points) {
+            *d = d.min((p.0 - next).powi(2));
         }
     }
     centers
@@ -184,8 +208,9 @@ fn plus_plus(x: &[f64], k: usize, seed: u64) -> Vec<f64> {
 /// channel — SqueezeLLM's choice, the default — or a group). Within it, weights are first
 /// divided by an absmax scale per *scale group* (the codebook's run by default; finer with
 /// [`scaled_per_group`](Self::scaled_per_group), so one shared table serves many small
-/// groups), the table is fitted to the normalised values, and each weight is rounded to the
-/// level nearest to it as decoded. Levels are stored (f16 by default) and counted in
+/// groups), the table is fitted to the normalised values — each weighted by its scale
+/// squared, so the fit minimises the squared error in the weights themselves — and each
+/// weight is rounded to the level nearest to it as decoded. Levels are stored (f16 by default) and counted in
 /// [`QuantizedTensor::bits_per_weight`]: per-group tables are accurate but cost
 /// `2^bits · 16 / group` extra bits per weight.
 ///
@@ -350,15 +375,24 @@ impl Quantizer for KMeansQuantizer {
             .par_chunks(run_len)
             .enumerate()
             .map(|(t, run)| {
-                let mut u: Vec<f64> = run
+                // Rounding u = w/s to level c costs s²·(u − c)² in the weight: each normalised
+                // value is weighted by its scale squared, so groups with large weights get
+                // the levels they need (unweighted, the many small-scale groups would win).
+                let mut u: Vec<(f64, f64)> = run
                     .chunks(scale_len)
                     .zip(&scales[t * per_run..(t + 1) * per_run])
                     .flat_map(|(v, &s)| {
-                        v.iter()
-                            .map(move |&w| if s > 0.0 { w as f64 / s as f64 } else { 0.0 })
+                        let s = s as f64;
+                        v.iter().map(move |&w| {
+                            if s > 0.0 {
+                                (w as f64 / s, s * s)
+                            } else {
+                                (0.0, 0.0)
+                            }
+                        })
                     })
                     .collect();
-                u.sort_by(f64::total_cmp);
+                u.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let mut fit = self.fit;
                 if let KMeansInit::PlusPlus { seed } = fit.init {
                     fit.init = KMeansInit::PlusPlus {
