@@ -7,7 +7,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use quantlens::{QuantSpec, Quantizer, UniformQuantizer};
+use quantlens::{Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -43,17 +43,24 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("copy/alloc+memcpy", |b| b.iter(|| black_box(&src).clone()));
 
-    // quantlens
-    let schemes = [
+    // quantlens: uniform RTN, and the non-uniform NF4 codebook in the same run.
+    let schemes: Vec<(&str, Box<dyn Quantizer>)> = vec![
         (
             "int4-g128-asym",
-            QuantSpec::int4().per_group(128).asymmetric(),
+            Box::new(UniformQuantizer::new(QuantSpec::int4().per_group(128).asymmetric()).unwrap()),
         ),
-        ("int4-g128-sym", QuantSpec::int4().per_group(128)),
-        ("int8-channel-sym", QuantSpec::int8().per_channel()),
+        (
+            "int4-g128-sym",
+            Box::new(UniformQuantizer::new(QuantSpec::int4().per_group(128)).unwrap()),
+        ),
+        (
+            "int8-channel-sym",
+            Box::new(UniformQuantizer::new(QuantSpec::int8().per_channel()).unwrap()),
+        ),
+        ("nf4-g64", Box::new(Nf4Quantizer::new())),
+        ("nf4-g64-dq", Box::new(Nf4Quantizer::new().double_quant())),
     ];
-    for (name, spec) in schemes {
-        let q = UniformQuantizer::new(spec).unwrap();
+    for (name, q) in &schemes {
         g.bench_with_input(BenchmarkId::new("quantlens/quantize", name), &w, |b, w| {
             b.iter(|| q.quantize(black_box(w), None).unwrap())
         });

@@ -4,7 +4,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::encode_groups;
+use crate::kernels::cpu::table::{absmax, encode_groups};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage};
 use crate::quant::grid::store_scale_nearest;
@@ -126,7 +126,7 @@ impl Quantizer for CompandingQuantizer {
         let (mid, qmax, p) = (1i32 << (self.bits - 1), self.qmax(), self.exponent);
         let dtype = self.scale_dtype;
         let encoded = encode_groups(weight, group_len, |g, x, codes| {
-            let absmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let absmax = absmax(x);
             let scale = store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                 group: g,
                 scale: absmax,

@@ -4,9 +4,9 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{check_finite, encode_groups_f32};
+use crate::kernels::cpu::table::{absmax, check_finite, encode_groups_f32};
 use crate::quant::calibration::Calibration;
-use crate::quant::codebook::{Codebook, LevelStorage, NearestLevel, decoded_levels};
+use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
 use crate::quant::grid::store_scale_nearest;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
@@ -359,7 +359,7 @@ impl Quantizer for KMeansQuantizer {
             .chunks(scale_len)
             .enumerate()
             .map(|(g, v)| {
-                let absmax = v.iter().fold(0f32, |m, w| m.max(w.abs()));
+                let absmax = absmax(v);
                 store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                     group: g,
                     scale: absmax,
@@ -408,10 +408,7 @@ impl Quantizer for KMeansQuantizer {
         let codebook = Codebook::new(tables.concat(), k, self.levels)?;
         let encoded = encode_groups_f32(&x, scale_len, |g, v, codes| {
             let table = codebook.table(g / per_run);
-            let enc = NearestLevel::new(&decoded_levels(scales[g], table));
-            for (c, &w) in codes.iter_mut().zip(v) {
-                *c = enc.code(w);
-            }
+            encode_nearest(scales[g], table, v, codes);
             Ok(scales[g])
         })?;
         QuantizedTensor::assemble(QuantizedParts {

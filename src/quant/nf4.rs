@@ -3,9 +3,9 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::encode_groups;
+use crate::kernels::cpu::table::{absmax, encode_groups};
 use crate::quant::calibration::Calibration;
-use crate::quant::codebook::{Codebook, LevelStorage, NearestLevel, decoded_levels};
+use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
 use crate::quant::grid::store_scale_nearest;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
@@ -153,7 +153,6 @@ impl Quantizer for Nf4Quantizer {
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {
         let (rows, cols) = check_weight_matrix(weight)?;
         let group_len = self.granularity.group_len(rows, cols)?;
-        let absmax_of = |x: &[f32]| x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let zero_code = NF4_LEVELS.iter().position(|&l| l == 0.0).unwrap_or(7) as u8;
         // Codes are chosen against the scale as it will be decoded (after storage rounding or
         // double quantization), so "nearest level" holds for the values a user gets back.
@@ -161,15 +160,12 @@ impl Quantizer for Nf4Quantizer {
             if scale == 0.0 {
                 codes.fill(zero_code);
             } else {
-                let enc = NearestLevel::new(&decoded_levels(scale, &NF4_LEVELS));
-                for (c, &w) in codes.iter_mut().zip(x) {
-                    *c = enc.code(w);
-                }
+                encode_nearest(scale, &NF4_LEVELS, x, codes);
             }
         };
         let (encoded, stored) = if self.double_quant {
             // All block scales are needed before any is final: two passes.
-            let raw = encode_groups(weight, group_len, |_, x, _| Ok(absmax_of(x)))?.scales;
+            let raw = encode_groups(weight, group_len, |_, x, _| Ok(absmax(x)))?.scales;
             let stored = Scales::Double(double_quantize(&raw)?);
             let scales = stored.to_f32_vec();
             let encoded = encode_groups(weight, group_len, |g, x, codes| {
@@ -180,7 +176,7 @@ impl Quantizer for Nf4Quantizer {
         } else {
             let dtype = self.scale_dtype;
             let encoded = encode_groups(weight, group_len, |g, x, codes| {
-                let absmax = absmax_of(x);
+                let absmax = absmax(x);
                 let scale = store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                     group: g,
                     scale: absmax,

@@ -82,3 +82,22 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
         None => Ok(()),
     }
 }
+
+/// `max |x|` (0 for an empty or all-zero slice), eight lanes at a time so it vectorises.
+/// Inputs are finite (checked by [`encode_groups`]).
+#[inline]
+pub(crate) fn absmax(x: &[f32]) -> f32 {
+    let mut m = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in m.iter_mut().zip(c) {
+            let v = v.abs();
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    for (a, &v) in m.iter_mut().zip(rest) {
+        *a = a.max(v.abs());
+    }
+    m.iter().fold(0f32, |a, &b| a.max(b))
+}
