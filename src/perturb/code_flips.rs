@@ -340,7 +340,12 @@ pub struct QuantizedFlips {
 
 impl std::fmt::Debug for QuantizedFlips {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuantizedFlips({:?}, {})", self.flips, self.quantizer.name())
+        write!(
+            f,
+            "QuantizedFlips({:?}, {})",
+            self.flips,
+            self.quantizer.name()
+        )
     }
 }
 
@@ -365,7 +370,10 @@ impl Perturbation for QuantizedFlips {
             .flip(&qt, seed)?
             .dequantize(x.device())?
             .reshape(x.dims())?;
-        values::read(&out, "code-flipped tensor (a flipped code overflows the dtype)")?;
+        values::read(
+            &out,
+            "code-flipped tensor (a flipped code overflows the dtype)",
+        )?;
         Ok(out)
     }
 }
@@ -380,9 +388,10 @@ mod tests {
         // Independent check on decoded values: neg(c) decodes to −decode(c).
         for f in [FloatFormat::E4M3, FloatFormat::E5M2, FloatFormat::E2M1] {
             let t = negation_table(QuantFormat::Float(f)).unwrap();
-            for c in 0..(1usize << f.bits()) {
+            assert_eq!(t.len(), 1 << f.bits());
+            for (c, neg) in t.iter().enumerate() {
                 let v = f.decode(c as u8);
-                let w = f.decode(t[c].unwrap());
+                let w = f.decode(neg.unwrap());
                 assert!(v.is_nan() && w.is_nan() || w == -v, "{f:?} code {c}");
             }
         }
@@ -425,11 +434,13 @@ mod tests {
         let e4m3 = valid_codes(QuantFormat::Float(FloatFormat::E4M3));
         assert_eq!(e4m3.iter().filter(|v| !**v).count(), 2);
         assert!(!e4m3[0x7F] && !e4m3[0xFF]);
-        assert!(valid_codes(QuantFormat::Uniform {
-            bits: 3,
-            symmetric: false
-        })
-        .iter()
-        .all(|&v| v));
+        assert!(
+            valid_codes(QuantFormat::Uniform {
+                bits: 3,
+                symmetric: false
+            })
+            .iter()
+            .all(|&v| v)
+        );
     }
 }

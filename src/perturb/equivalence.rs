@@ -229,7 +229,11 @@ impl fmt::Display for EquivalenceReport {
 /// assert!(up.magnitude_correlation.unwrap() > 0.3);
 /// # Ok::<(), quantlens::Error>(())
 /// ```
-pub fn perturbation_equivalence<Q>(quantizer: &Q, x: &Tensor, seed: u64) -> Result<EquivalenceReport>
+pub fn perturbation_equivalence<Q>(
+    quantizer: &Q,
+    x: &Tensor,
+    seed: u64,
+) -> Result<EquivalenceReport>
 where
     Q: Quantizer + ?Sized,
 {
@@ -255,7 +259,10 @@ where
             step_delta(&local_steps(&qt, &v)?, seed),
         ),
         (ErrorSource::Gaussian, noise(Noise::gaussian())?),
-        (ErrorSource::GaussianUp, noise(Noise::gaussian().magnitude_up())?),
+        (
+            ErrorSource::GaussianUp,
+            noise(Noise::gaussian().magnitude_up())?,
+        ),
         (
             ErrorSource::GaussianDown,
             noise(Noise::gaussian().magnitude_down())?,

@@ -32,6 +32,22 @@ impl Distribution {
         }
     }
 
+    /// The draws ξ₀ … ξₙ₋₁ that [`Noise`] uses with this seed on a tensor of `n` elements
+    /// (before shaping and scaling).
+    ///
+    /// ```
+    /// use quantlens::perturb::Distribution;
+    /// let xi = Distribution::Rademacher.sample(3, 1000);
+    /// assert!(xi.iter().all(|x| x.abs() == 1.0));
+    /// assert!(Distribution::Uniform.sample(3, 1000).iter().all(|x| x.abs() < 1.0));
+    /// ```
+    pub fn sample(&self, seed: u64, n: usize) -> Vec<f64> {
+        (0..n as u64)
+            .into_par_iter()
+            .map(|i| self.draw(seed, i))
+            .collect()
+    }
+
     /// Draw `i` of the stream `seed`: a pure function of both, so draws can run in parallel
     /// and the result does not depend on the thread count.
     fn draw(&self, seed: u64, i: u64) -> f64 {
@@ -104,7 +120,7 @@ impl NoiseShape {
 
 /// A [`Noise`] whose distribution and shape are chosen, waiting for its intensity.
 ///
-/// Made by [`Noise::gaussian`], [`Noise::uniform`], [`Noise::rademacher`] or [`Noise::new`];
+/// Made by [`Noise::gaussian`], [`Noise::uniform`], [`Noise::rademacher`] or [`Noise::from_distribution`];
 /// [`absolute`](Self::absolute), [`relative`](Self::relative),
 /// [`anchored_to`](Self::anchored_to) or [`with_intensity`](Self::with_intensity) finish it,
 /// so a noise without an intensity cannot be built by mistake.
@@ -208,7 +224,7 @@ pub struct Noise {
 
 impl Noise {
     /// Noise with draws from `distribution`, plain shape; choose an intensity to finish it.
-    pub fn new(distribution: Distribution) -> NoiseBuilder {
+    pub fn from_distribution(distribution: Distribution) -> NoiseBuilder {
         NoiseBuilder {
             distribution,
             shape: NoiseShape::Plain,
@@ -217,17 +233,17 @@ impl Noise {
 
     /// Gaussian noise (plain shape until told otherwise).
     pub fn gaussian() -> NoiseBuilder {
-        Noise::new(Distribution::Gaussian)
+        Noise::from_distribution(Distribution::Gaussian)
     }
 
     /// Uniform U(−1, 1) noise.
     pub fn uniform() -> NoiseBuilder {
-        Noise::new(Distribution::Uniform)
+        Noise::from_distribution(Distribution::Uniform)
     }
 
     /// Rademacher ±1 noise.
     pub fn rademacher() -> NoiseBuilder {
-        Noise::new(Distribution::Rademacher)
+        Noise::from_distribution(Distribution::Rademacher)
     }
 
     /// The draws' law.
@@ -429,7 +445,10 @@ mod tests {
             Noise::uniform().relative(0.1).name(),
             Noise::gaussian().magnitude_up().relative(0.1).name(),
             Noise::gaussian().magnitude_down().relative(0.1).name(),
-            Noise::gaussian().magnitude_down_eps(0.1).relative(0.1).name(),
+            Noise::gaussian()
+                .magnitude_down_eps(0.1)
+                .relative(0.1)
+                .name(),
         ];
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {

@@ -75,7 +75,11 @@ fn relative(delta: f64, norm: f64) -> f64 {
 impl fmt::Display for PerturbationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{} (seed {})", self.perturbation, self.seed)?;
-        writeln!(f, "{:<24} {:>12} {:>12} {:>10}", "layer", "‖ΔW‖", "‖W‖", "relative")?;
+        writeln!(
+            f,
+            "{:<24} {:>12} {:>12} {:>10}",
+            "layer", "‖ΔW‖", "‖W‖", "relative"
+        )?;
         for l in &self.layers {
             writeln!(
                 f,
