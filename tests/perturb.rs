@@ -1,6 +1,6 @@
-//! Perturbation injectors (papers.md §2): norms, shapes, seeds, step-matched noise, clipping,
-//! anchoring, code flips, weights and activations, and the quantization-vs-noise report —
-//! each checked against an independent computation in this file.
+//! Perturbation injectors (the perturbation lens of Gong et al., AAAI 2024): norms, shapes,
+//! seeds, step-matched noise, clipping, anchoring, code flips, weights and activations, and the
+//! quantization-vs-noise report — each checked against an independent computation in this file.
 
 mod common;
 
@@ -149,7 +149,7 @@ fn applied_noise_reaches_tau_up_to_rounding_in_each_dtype() {
 
 #[test]
 fn noise_is_tau_times_the_shaped_draws_over_their_norm() {
-    // Rebuild g from the raw draws with the papers.md §2 formulas and compare Δ = τ·g/‖g‖.
+    // Rebuild g from the raw draws with the paper's formulas and compare Δ = τ·g/‖g‖.
     let x = gaussian(8, 50, 3);
     let xv = vals(&x);
     let n = xv.len();
@@ -370,7 +370,7 @@ fn step_noise_on_a_uniform_grid_is_uniform_on_half_a_step() {
     }
 }
 
-/// Test-local companding quantizer (papers.md §2): y = sign(w)|w|^(1/3), per-row symmetric
+/// Test-local companding quantizer (the paper's cube-root scheme): y = sign(w)|w|^(1/3), per-row symmetric
 /// int4 RTN on y with scale s = max|y|/7, cube back. Stored as a codebook of the 16 levels
 /// k³ (k = −8..7) with per-row scale s³, so that value = s³·k³ = (s·k)³.
 struct CubeRoot;

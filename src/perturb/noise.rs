@@ -181,7 +181,8 @@ impl NoiseBuilder {
 }
 
 /// Additive noise `x′ = x + Δ`, `Δ = τ · g / ‖g‖₂`, the parametrisation of the
-/// perturbation-lens study (Gong et al., AAAI 2024; `docs/papers.md` §2).
+/// perturbation-lens study (Gong et al., *What Makes Quantization for Large Language Models
+/// Hard?*, AAAI 2024, arXiv:2403.06408).
 ///
 /// * `ξ` i.i.d. [`Distribution::Gaussian`], [`Uniform`](Distribution::Uniform) or
 ///   [`Rademacher`](Distribution::Rademacher), drawn counter-based from the seed (same seed,

@@ -43,14 +43,28 @@ pub(crate) fn check_dtype(t: &Tensor, what: &'static str) -> Result<()> {
 
 /// [`Error::NonFinite`] naming the first NaN or ±Inf.
 pub(crate) fn check_finite(v: &[f64], what: &'static str) -> Result<()> {
-    let count = v.iter().filter(|x| !x.is_finite()).count();
-    match v.iter().position(|x| !x.is_finite()) {
-        Some(first_index) => Err(Error::NonFinite {
+    check_all_finite(v.iter().copied(), what)
+}
+
+/// [`check_finite`] over any stream of values (one pass, no copy).
+fn check_all_finite(v: impl IntoIterator<Item = f64>, what: &'static str) -> Result<()> {
+    let (mut count, mut first_index) = (0, 0);
+    for (i, x) in v.into_iter().enumerate() {
+        if !x.is_finite() {
+            if count == 0 {
+                first_index = i;
+            }
+            count += 1;
+        }
+    }
+    if count == 0 {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
             what,
             count,
             first_index,
-        }),
-        None => Ok(()),
+        })
     }
 }
 
@@ -64,17 +78,17 @@ pub(crate) fn write(values: &[f64], like: &Tensor, what: &'static str) -> Result
     let out = match like.dtype() {
         DType::F16 => {
             let v: Vec<f16> = values.iter().map(|&x| f16::from_f64(x)).collect();
-            check_finite(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), what)?;
+            check_all_finite(v.iter().map(|x| x.to_f64()), what)?;
             Tensor::from_vec(v, dims, dev)?
         }
         DType::BF16 => {
             let v: Vec<bf16> = values.iter().map(|&x| bf16::from_f64(x)).collect();
-            check_finite(&v.iter().map(|x| x.to_f64()).collect::<Vec<_>>(), what)?;
+            check_all_finite(v.iter().map(|x| x.to_f64()), what)?;
             Tensor::from_vec(v, dims, dev)?
         }
         _ => {
             let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-            check_finite(&v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), what)?;
+            check_all_finite(v.iter().map(|&x| f64::from(x)), what)?;
             Tensor::from_vec(v, dims, dev)?
         }
     };
