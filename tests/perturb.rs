@@ -292,6 +292,12 @@ fn bad_noise_parameters_and_inputs_are_errors() {
     ));
     let inf = Tensor::new(&[f32::INFINITY], &Device::Cpu).unwrap();
     assert!(matches!(noise.apply(&inf, 0), Err(Error::NonFinite { .. })));
+    let step = StepNoise::new(rtn(QuantSpec::int4()));
+    assert!(matches!(step.apply(&nan, 0), Err(Error::NonFinite { .. })));
+    assert!(matches!(
+        step.local_steps(&nan),
+        Err(Error::NonFinite { .. })
+    ));
     let ints = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
     assert!(matches!(
         noise.apply(&ints, 0),
