@@ -131,7 +131,7 @@ pub mod testing;
 pub use error::{Error, Result};
 pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
 pub use mis::{LossThreshold, Roc, SmoothedTv};
-pub use perturb::Perturbation;
+pub use perturb::{Clip, CodeFlips, Noise, Perturbation, StepNoise};
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{
     Calibration, Codebook, CompandingQuantizer, DoubleQuantScales, FloatFormat, Granularity,

@@ -1,9 +1,47 @@
 //! Perturbations: controlled noise on weights or activations, to study quantization as
-//! perturbation.
+//! perturbation (Gong et al., *What Makes Quantization for Large Language Models Hard?*, AAAI
+//! 2024).
+//!
+//! | file | concept |
+//! |---|---|
+//! | `noise.rs` | [`Noise`]: Gaussian / uniform / Rademacher draws, plain, M+ or M− shape, `Δ = τ·g/‖g‖₂` |
+//! | `intensity.rs` | [`Intensity`]: τ absolute, relative to ‖x‖, or anchored to a quantizer's error |
+//! | `step_noise.rs` | [`StepNoise`]: uniform on ±step/2 of a quantizer's local grid |
+//! | `code_flips.rs` | [`CodeFlips`]: bit and sign flips in packed codes; [`QuantizedFlips`] |
+//! | `clip.rs` | [`Clip`]: clamp to the (1 − p) quantile of \|x\| |
+//! | `weights.rs` | [`perturb_weights`]: a model's weights, per-layer seeds, [`PerturbationReport`] |
+//! | `equivalence.rs` | [`perturbation_equivalence`]: a quantizer's error next to its matched noise |
+//!
+//! Activations are perturbed during the forward pass by
+//! [`PerturbActivations`](crate::model::PerturbActivations), which takes any [`Perturbation`].
+//!
+//! Every injector reads its input as f64 (exact for f32, f16 and bf16), refuses NaN/±Inf,
+//! empty tensors and integer dtypes with an [`Error`](crate::Error), and rounds its result
+//! once to the input's dtype. Random draws come from [`crate::rng`], counter-based, so the same
+//! seed gives the same bytes on any thread count.
 
 use candle_core::Tensor;
 
 use crate::error::Result;
+
+mod clip;
+mod code_flips;
+mod equivalence;
+mod intensity;
+mod noise;
+mod step_noise;
+mod values;
+mod weights;
+
+pub use clip::Clip;
+pub use code_flips::{CodeFlips, FlipAmount, FlipCounts, FlipTarget, QuantizedFlips};
+pub use equivalence::{
+    EquivalenceReport, EquivalenceRow, ErrorSource, ErrorStats, perturbation_equivalence,
+};
+pub use intensity::Intensity;
+pub use noise::{DEFAULT_MAGNITUDE_DOWN_EPS, Distribution, Noise, NoiseBuilder, NoiseShape};
+pub use step_noise::StepNoise;
+pub use weights::{LayerPerturbation, PerturbationReport, layer_seed, perturb_weights};
 
 /// A seeded transformation of a tensor (weights or activations), such as additive noise of a
 /// chosen shape and size.
