@@ -133,6 +133,7 @@ pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
 pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
+pub use quant::{ActivationFormat, ActivationQuantizer, FloatQuantizer};
 pub use quant::{
     Calibration, Codebook, DoubleQuantScales, FloatFormat, Granularity, LevelStorage, PackedCodes,
     QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType,

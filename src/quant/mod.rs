@@ -1,7 +1,9 @@
 //! Weight quantization: specs, packed formats, and the quantizers themselves.
 
+pub mod activation;
 pub mod calibration;
 pub mod codebook;
+pub mod float;
 pub mod float_format;
 pub(crate) mod grid;
 pub mod packing;
@@ -11,8 +13,10 @@ pub mod spec;
 pub mod tensor;
 pub mod uniform;
 
+pub use activation::{ActivationFormat, ActivationQuantizer};
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
+pub use float::FloatQuantizer;
 pub use float_format::FloatFormat;
 pub use packing::PackedCodes;
 pub use quantizer::Quantizer;
