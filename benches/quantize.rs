@@ -1,4 +1,4 @@
-//! Quantize / dequantize throughput on a 4096×4096 f32 matrix, against Candle's own
+//! Quantize / dequantize throughput on a 4096×4096 f32 matrix (RTN and FP8), against Candle's own
 //! `QTensor::quantize` (Q4_0, Q8_0) and a plain copy of the same bytes, in one run.
 //!
 //! Throughput is reported in bytes of f32 input (64 MiB) per second for every entry, so the
@@ -7,7 +7,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use quantlens::{QuantSpec, Quantizer, UniformQuantizer};
+use quantlens::{FloatQuantizer, QuantSpec, Quantizer, UniformQuantizer};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -70,6 +70,24 @@ fn bench(c: &mut Criterion) {
             |b, qt| b.iter(|| qt.dequantize_into(black_box(&mut dst)).unwrap()),
         );
     }
+
+    // FP8 E4M3, one f32 scale per channel (the same matrix as RTN).
+    let fp8 = FloatQuantizer::fp8_e4m3();
+    let name = fp8.name();
+    g.bench_with_input(BenchmarkId::new("quantlens/quantize", &name), &w, |b, w| {
+        b.iter(|| fp8.quantize(black_box(w), None).unwrap())
+    });
+    let qt = fp8.quantize(&w, None).unwrap();
+    g.bench_with_input(
+        BenchmarkId::new("quantlens/dequantize", &name),
+        &qt,
+        |b, qt| b.iter(|| qt.dequantize(&Device::Cpu).unwrap()),
+    );
+    g.bench_with_input(
+        BenchmarkId::new("quantlens/dequantize_into", &name),
+        &qt,
+        |b, qt| b.iter(|| qt.dequantize_into(black_box(&mut dst)).unwrap()),
+    );
 
     // (a) Candle's own quantizer on the same matrix.
     for (name, dtype) in [("q4_0", GgmlDType::Q4_0), ("q8_0", GgmlDType::Q8_0)] {

@@ -35,9 +35,9 @@ use crate::quant::uniform::check_weight_matrix;
 /// # Error bound
 ///
 /// Every weight decodes to the level of its group's grid `{scale · v}` nearest to it (the
-/// conformance suite checks this, [`ErrorBound::NearestLevel`]). With `m` mantissa bits
-/// (E4M3 3, E5M2 2, E2M1 1) and the format's smallest normal `2^(1 − bias)` and smallest
-/// subnormal `s_min` ([`FloatFormat::min_subnormal`]), that means:
+/// conformance suite checks this: `ErrorBound::NearestLevel`, feature `testing`). With `m`
+/// mantissa bits (E4M3 3, E5M2 2, E2M1 1), the format's smallest normal `2^(1 − bias)` and
+/// smallest subnormal `s_min` ([`FloatFormat::min_subnormal`]), that means:
 ///
 /// * `|w/scale| ≥ 2^(1 − bias)` (normal range, not saturated): relative error
 ///   `|ŵ − w| / |w| ≤ 2^−(m+1)` (E4M3 1/16, E5M2 1/8, E2M1 1/4);
@@ -51,8 +51,6 @@ use crate::quant::uniform::check_weight_matrix;
 /// Weights must be finite: NaN or ±Inf give [`Error::NonFinite`] with the first bad index.
 /// f16 (and bf16) scales that cannot hold `absmax / max_finite` give
 /// [`Error::ScaleOutOfRange`].
-///
-/// [`ErrorBound::NearestLevel`]: crate::testing::ErrorBound::NearestLevel
 ///
 /// ```
 /// use candle_core::{Device, Tensor};

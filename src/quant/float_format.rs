@@ -447,7 +447,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn encode_agrees_with_brute_force_on_random_inputs(bits: u32, scaled in -1000.0f32..1000.0) {
+        fn encode_agrees_with_brute_force_on_random_inputs(bits: u32, s in -1000.0f32..1000.0) {
             for f in FORMATS {
                 let mags = magnitudes(f);
                 let x = f32::from_bits(bits);
@@ -455,7 +455,7 @@ mod tests {
                     check_against_reference(f, &mags, x);
                 }
                 // Inputs spread over the format's range.
-                check_against_reference(f, &mags, scaled * f.max_finite() / 500.0);
+                check_against_reference(f, &mags, s * f.max_finite() / 500.0);
             }
         }
     }
