@@ -1,4 +1,4 @@
-//! Quantize / dequantize throughput on a 4096×4096 f32 matrix, against Candle's own
+//! Quantize / dequantize throughput on a 4096×4096 f32 matrix (RTN and FP8), against Candle's own
 //! `QTensor::quantize` (Q4_0, Q8_0) and a plain copy of the same bytes, in one run.
 //!
 //! Throughput is reported in bytes of f32 input (64 MiB) per second for every entry, so the
@@ -7,7 +7,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use quantlens::{Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer};
+use quantlens::{FloatQuantizer, Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("copy/alloc+memcpy", |b| b.iter(|| black_box(&src).clone()));
 
-    // quantlens: uniform RTN, and the non-uniform NF4 codebook in the same run.
+    // quantlens: uniform RTN, the NF4 codebook and FP8 in the same run.
     let schemes: Vec<(&str, Box<dyn Quantizer>)> = vec![
         (
             "int4-g128-asym",
@@ -59,6 +59,8 @@ fn bench(c: &mut Criterion) {
         ),
         ("nf4-g64", Box::new(Nf4Quantizer::new())),
         ("nf4-g64-dq", Box::new(Nf4Quantizer::new().double_quant())),
+        // FP8 E4M3, one f32 scale per channel.
+        ("fp8-e4m3-c", Box::new(FloatQuantizer::fp8_e4m3())),
     ];
     for (name, q) in &schemes {
         g.bench_with_input(BenchmarkId::new("quantlens/quantize", name), &w, |b, w| {

@@ -133,6 +133,7 @@ pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
 pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::{Clip, CodeFlips, Noise, Perturbation, StepNoise};
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
+pub use quant::{ActivationFormat, ActivationQuantizer, FloatQuantizer};
 pub use quant::{
     Calibration, Codebook, CompandingQuantizer, DoubleQuantScales, FloatFormat, Granularity,
     KMeansQuantizer, LevelStorage, NF4_LEVELS, Nf4Quantizer, PackedCodes, QuantFormat, QuantSpec,

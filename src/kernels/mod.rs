@@ -9,6 +9,7 @@ pub(crate) mod cpu;
 mod cross_entropy;
 mod host;
 mod multiversion;
+pub(crate) mod scaled;
 
 use candle_core::{DType, Device, Tensor};
 

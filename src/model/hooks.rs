@@ -7,7 +7,10 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::perturb::Perturbation;
-use crate::quant::{Calibration, QuantSpec, Quantizer, ScaleDType, UniformQuantizer};
+use crate::quant::{
+    ActivationFormat, ActivationQuantizer, Calibration, FloatFormat, QuantSpec, Quantizer,
+    ScaleDType, UniformQuantizer,
+};
 use crate::rng;
 
 /// Called by every [`LinearLayer`](super::LinearLayer) with its input, just before the
@@ -189,6 +192,26 @@ impl QuantizeActivations {
             .symmetric()
             .with_scale_dtype(ScaleDType::F32);
         Ok(QuantizeActivations::new(UniformQuantizer::new(spec)?))
+    }
+
+    /// Dynamic per-token FP8 E4M3 activation quantization (f32 scale `absmax / 448` per
+    /// token): the "A8" of FP8 W8A8 serving.
+    ///
+    /// ```
+    /// use quantlens::model::QuantizeActivations;
+    /// assert_eq!(QuantizeActivations::fp8_per_token().name(), "act-fp8-e4m3-token");
+    /// ```
+    pub fn fp8_per_token() -> Self {
+        QuantizeActivations::new(ActivationQuantizer::fp8_per_token(FloatFormat::E4M3))
+    }
+
+    /// Static per-tensor activation quantization with one scale for every selected layer,
+    /// calibrated from `calib` (see [`ActivationQuantizer::static_from_calibration`]); values
+    /// beyond the calibrated range saturate.
+    pub fn static_from_calibration(format: ActivationFormat, calib: &Calibration) -> Result<Self> {
+        Ok(QuantizeActivations::new(
+            ActivationQuantizer::static_from_calibration(format, calib)?,
+        ))
     }
 
     /// Restrict to some layers.

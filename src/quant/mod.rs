@@ -1,8 +1,10 @@
 //! Weight quantization: specs, packed formats, and the quantizers themselves.
 
+pub mod activation;
 pub mod calibration;
 pub mod codebook;
 pub mod companding;
+pub mod float;
 pub mod float_format;
 pub(crate) mod grid;
 pub mod kmeans;
@@ -16,9 +18,11 @@ pub mod tensor;
 pub mod ternary;
 pub mod uniform;
 
+pub use activation::{ActivationFormat, ActivationQuantizer};
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
 pub use companding::CompandingQuantizer;
+pub use float::FloatQuantizer;
 pub use float_format::FloatFormat;
 pub use kmeans::{KMeansInit, KMeansQuantizer, LloydMax};
 pub use nf4::{NF4_LEVELS, Nf4Quantizer};

@@ -210,11 +210,10 @@ impl QuantizedTensor {
                 .map(|c| levels.get(c).is_none_or(|v| !v.is_finite()))
                 .collect();
             if invalid.iter().any(|&b| b)
-                && let Some(i) = (0..numel).find(|&i| invalid[codes.get(i) as usize])
+                && let Some((i, c)) = first_invalid_code(&codes, &invalid)
             {
                 return bad(format!(
-                    "code {} at index {i} is not a value of {format:?}",
-                    codes.get(i)
+                    "code {c} at index {i} is not a value of {format:?}"
                 ));
             }
         }
@@ -381,5 +380,79 @@ impl QuantizedTensor {
     /// Decode to a tensor of `dtype` (f32, f16 or bf16) on `device`.
     pub fn dequantize_to(&self, device: &Device, dtype: DType) -> Result<Tensor> {
         crate::kernels::dequantize(self, device, dtype)
+    }
+}
+
+/// The first code (index, value) flagged in `invalid`, scanning unpacked chunks in parallel
+/// (this check runs on every quantize of a format with invalid codes, so it must be cheap).
+fn first_invalid_code(codes: &PackedCodes, invalid: &[bool]) -> Option<(usize, u8)> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 64 * 1024; // a multiple of 8: chunks start on whole bytes
+    let bits = codes.bits() as usize;
+    let bytes = codes.bytes();
+    let n = codes.len();
+    (0..n.div_ceil(CHUNK)).into_par_iter().find_map_first(|k| {
+        let start = k * CHUNK;
+        let len = CHUNK.min(n - start);
+        let mut buf = vec![0u8; len];
+        let b0 = start * bits / 8;
+        let b1 = crate::quant::packing::packed_len(len, bits as u8);
+        crate::quant::packing::unpack_from(&bytes[b0..b0 + b1], bits as u8, &mut buf);
+        buf.iter()
+            .position(|&c| invalid[c as usize])
+            .map(|j| (start + j, buf[j]))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(format: QuantFormat, codes: Vec<u8>) -> QuantizedParts {
+        let n = codes.len();
+        QuantizedParts {
+            shape: vec![1, n],
+            dtype: DType::F32,
+            format,
+            group_len: n,
+            codes: PackedCodes::pack(&codes, format.code_bits()).unwrap(),
+            scales: Scales::F32(vec![1.0]),
+            zeros: None,
+            codebook: None,
+        }
+    }
+
+    #[test]
+    fn codes_that_are_not_values_are_rejected_wherever_they_are() {
+        let n = 200_000;
+        for (format, bad) in [
+            (QuantFormat::Ternary, 3u8),
+            (QuantFormat::Float(FloatFormat::E4M3), 0x7F),
+            (QuantFormat::Float(FloatFormat::E5M2), 0xFC),
+        ] {
+            let ok = vec![1u8; n];
+            assert!(QuantizedTensor::assemble(parts(format, ok.clone())).is_ok());
+            for at in [0, 65_535, 65_536, 131_073, n - 1] {
+                let mut codes = ok.clone();
+                codes[at] = bad;
+                let err = QuantizedTensor::assemble(parts(format, codes)).unwrap_err();
+                assert!(err.to_string().contains(&format!("index {at} ")), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn codebooks_must_match_format_and_groups() {
+        let mut p = parts(QuantFormat::Codebook { bits: 2 }, vec![0, 1, 2, 3]);
+        assert!(QuantizedTensor::assemble(p.clone()).is_err()); // no codebook
+        p.codebook = Some(Codebook::new(vec![0.0; 8], 8, crate::LevelStorage::F32).unwrap());
+        assert!(QuantizedTensor::assemble(p.clone()).is_err()); // 8 levels for 2-bit codes
+        p.codebook = Some(Codebook::new(vec![0.0; 8], 4, crate::LevelStorage::F32).unwrap());
+        assert!(QuantizedTensor::assemble(p.clone()).is_err()); // 2 tables for 1 group
+        p.codebook = Some(Codebook::new(vec![0.0; 4], 4, crate::LevelStorage::F32).unwrap());
+        assert!(QuantizedTensor::assemble(p).is_ok());
+        let mut q = parts(QuantFormat::Ternary, vec![0, 1]);
+        q.codebook = Some(Codebook::new(vec![0.0; 4], 4, crate::LevelStorage::F32).unwrap());
+        assert!(QuantizedTensor::assemble(q).is_err()); // codebook on a fixed-table format
     }
 }

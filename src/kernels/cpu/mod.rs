@@ -5,6 +5,7 @@ mod alloc;
 pub(crate) mod cross_entropy;
 pub(crate) mod decode;
 pub(crate) mod logsumexp;
+pub(crate) mod scaled;
 pub(crate) mod table;
 pub(crate) mod uniform;
 
