@@ -7,7 +7,8 @@ use candle_core::{Device, Tensor};
 use quantlens::quant::Reconstruction;
 use quantlens::rng::SplitMix64;
 use quantlens::{
-    CompandingQuantizer, KMeansQuantizer, Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer,
+    CompandingQuantizer, FloatQuantizer, KMeansQuantizer, Nf4Quantizer, QuantSpec, Quantizer,
+    UniformQuantizer,
 };
 
 fn matrix(rows: usize, cols: usize, seed: u64, heavy: bool) -> quantlens::Result<Tensor> {
@@ -39,6 +40,11 @@ fn schemes() -> quantlens::Result<Vec<Box<dyn Quantizer>>> {
         Box::new(CompandingQuantizer::new(4)?.per_group(128)),
         Box::new(CompandingQuantizer::new(4)?.exponent(0.5)?.per_group(128)),
         Box::new(CompandingQuantizer::new(4)?),
+        Box::new(FloatQuantizer::fp4_e2m1()),
+        Box::new(FloatQuantizer::fp4_e2m1().per_group(128)),
+        Box::new(FloatQuantizer::mxfp4()),
+        Box::new(FloatQuantizer::fp8_e4m3()),
+        Box::new(FloatQuantizer::mxfp8()),
     ])
 }
 
