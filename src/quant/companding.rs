@@ -149,7 +149,7 @@ impl Quantizer for CompandingQuantizer {
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: self.bits },
             group_len,
-            codes: PackedCodes::pack(&encoded.codes, self.bits)?,
+            codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
             scales: Scales::from_f32(encoded.scales, dtype),
             zeros: None,
             codebook: Some(Codebook::new(

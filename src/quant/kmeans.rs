@@ -416,7 +416,7 @@ impl Quantizer for KMeansQuantizer {
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: self.bits },
             group_len: scale_len,
-            codes: PackedCodes::pack(&encoded.codes, self.bits)?,
+            codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
             scales: Scales::from_f32(scales, dtype),
             zeros: None,
             codebook: Some(codebook),

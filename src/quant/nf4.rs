@@ -193,7 +193,7 @@ impl Quantizer for Nf4Quantizer {
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: 4 },
             group_len,
-            codes: PackedCodes::pack(&encoded.codes, 4)?,
+            codes: PackedCodes::pack_trusted(&encoded.codes, 4)?,
             scales: stored,
             zeros: None,
             codebook: Some(Codebook::new(

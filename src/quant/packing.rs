@@ -50,6 +50,26 @@ impl PackedCodes {
         })
     }
 
+    /// Pack codes produced by a crate kernel (known to fit in `bits`), in parallel chunks of
+    /// whole bytes. Same bytes as [`pack`](Self::pack).
+    pub(crate) fn pack_trusted(codes: &[u8], bits: u8) -> Result<Self> {
+        use rayon::prelude::*;
+        check_bits(bits)?;
+        debug_assert!(codes.iter().all(|&c| (c as u32) >> bits == 0));
+        // 64 Ki codes (a multiple of 8) fill exactly 8 Ki · bits bytes.
+        const CHUNK: usize = 64 * 1024;
+        let mut bytes = vec![0u8; packed_len(codes.len(), bits)];
+        bytes
+            .par_chunks_mut(CHUNK / 8 * bits as usize)
+            .zip(codes.par_chunks(CHUNK))
+            .for_each(|(out, c)| pack_into(c, bits, out));
+        Ok(PackedCodes {
+            bits,
+            len: codes.len(),
+            bytes,
+        })
+    }
+
     /// Wrap already-packed bytes; checks only the length.
     pub fn from_bytes(bytes: Vec<u8>, bits: u8, len: usize) -> Result<Self> {
         check_bits(bits)?;
@@ -226,9 +246,24 @@ mod tests {
             let p = PackedCodes::pack(&codes, bits).unwrap();
             prop_assert_eq!(p.bytes(), &pack_reference(&codes, bits)[..]);
             prop_assert_eq!(p.unpack(), codes.clone());
+            prop_assert_eq!(&PackedCodes::pack_trusted(&codes, bits).unwrap(), &p);
             for (i, &c) in codes.iter().enumerate() {
                 prop_assert_eq!(p.get(i), c);
             }
+        }
+    }
+
+    #[test]
+    fn parallel_packing_matches_across_chunk_boundaries() {
+        for bits in 1..=8u8 {
+            let n = 3 * 64 * 1024 + 5;
+            let codes: Vec<u8> = (0..n)
+                .map(|i| (crate::rng::nth(7, i as u64) % (1 << bits)) as u8)
+                .collect();
+            assert_eq!(
+                PackedCodes::pack_trusted(&codes, bits).unwrap().bytes(),
+                &pack_reference(&codes, bits)[..]
+            );
         }
     }
 

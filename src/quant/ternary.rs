@@ -154,7 +154,7 @@ impl Quantizer for TernaryQuantizer {
             dtype: weight.dtype(),
             format: QuantFormat::Ternary,
             group_len,
-            codes: PackedCodes::pack(&encoded.codes, 2)?,
+            codes: PackedCodes::pack_trusted(&encoded.codes, 2)?,
             scales: Scales::from_f32(encoded.scales, dtype),
             zeros: None,
             codebook: None,
