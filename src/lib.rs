@@ -134,7 +134,7 @@ pub use mis::{LossThreshold, Roc, SmoothedTv};
 pub use perturb::Perturbation;
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{
-    Calibration, Codebook, DoubleQuantScales, FloatFormat, Granularity, LevelStorage, PackedCodes,
-    QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType,
-    Scales, UniformQuantizer,
+    AffineQuantizer, Calibration, Codebook, DoubleQuantScales, FloatFormat, Granularity,
+    LevelStorage, PackedCodes, QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer,
+    Rounding, ScaleDType, Scales, UniformQuantizer,
 };

@@ -1,5 +1,6 @@
 //! Weight quantization: specs, packed formats, and the quantizers themselves.
 
+pub mod affine;
 pub mod calibration;
 pub mod codebook;
 pub mod float_format;
@@ -11,6 +12,7 @@ pub mod spec;
 pub mod tensor;
 pub mod uniform;
 
+pub use affine::AffineQuantizer;
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
 pub use float_format::FloatFormat;
