@@ -117,6 +117,7 @@
 
 pub mod data;
 pub mod error;
+pub mod io;
 pub(crate) mod kernels;
 pub mod mis;
 pub mod model;
