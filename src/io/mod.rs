@@ -9,7 +9,9 @@
 //! A file holds each tensor either *dense* (a plain F32, F16 or BF16 array) or *quantized*,
 //! and reading gives it back as a [`TensorEntry`]. Round trips are exact: a loaded
 //! [`QuantizedTensor`] equals the one saved (`==`: codes, scales, zero points, codebook,
-//! offsets, shape and dtype), so it dequantizes to the same bits.
+//! offsets, shape and dtype), so it dequantizes to the same bits. Readers load the whole file
+//! into memory (no memory mapping) and answer malformed input with [`Error::Malformed`]
+//! (what is wrong, and at which byte or tensor), never a panic.
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
@@ -30,8 +32,10 @@
 //!
 //! GGUF v3, little-endian, tensor data aligned to 32 bytes, dimensions in GGML order
 //! (innermost first). Quantized tensors whose layout *is* a GGML block type are written as
-//! that type, bit for bit — Candle, llama.cpp and gguf-py decode them to exactly the values of
-//! [`QuantizedTensor::dequantize`]:
+//! that type, bit for bit: the blocks hold our codes and f16 parameters unchanged, and
+//! Candle's reader dequantizes them to exactly the values of
+//! [`QuantizedTensor::dequantize`] (tested; other GGML readers evaluate the same expressions,
+//! up to their own floating-point contraction):
 //!
 //! | quantlens tensor | GGUF tensor `<name>` | decodes to |
 //! |---|---|---|
