@@ -378,7 +378,7 @@ impl QuantizedTensor {
             + self.codebook.as_ref().map_or(0, Codebook::storage_bytes)
             + self.offsets.as_ref().map_or(0, Scales::storage_bytes)
     }
-    /// Storage bits per weight, scales, zero points and codebooks included.
+    /// Storage bits per weight, scales, zero points, codebooks and offsets included.
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
