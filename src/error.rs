@@ -196,6 +196,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// A file that could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model or tensor file ([`crate::io`]) whose contents are not what its format
+    /// promises: a bad magic number, a truncated section, a misaligned offset, an unknown
+    /// type, or parts that do not fit together.
+    #[error("{path}: malformed file: {reason}")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
+
     /// A parameter outside its valid range (a confidence level, a resample count, an FPR, a
     /// learning rate, a split larger than the data set).
     #[error("invalid {name}: {reason}")]

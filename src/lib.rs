@@ -117,6 +117,7 @@
 
 pub mod data;
 pub mod error;
+pub mod io;
 pub(crate) mod kernels;
 pub mod mis;
 pub mod model;
@@ -135,8 +136,8 @@ pub use perturb::{Clip, CodeFlips, Noise, Perturbation, StepNoise};
 pub use probe::{CrossEntropy, LossProbe, SequenceNll, SquaredError};
 pub use quant::{ActivationFormat, ActivationQuantizer, FloatQuantizer};
 pub use quant::{
-    Calibration, Codebook, CompandingQuantizer, DoubleQuantScales, FloatFormat, Granularity,
-    KMeansQuantizer, LevelStorage, NF4_LEVELS, Nf4Quantizer, PackedCodes, QuantFormat, QuantSpec,
-    QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType, Scales, TernaryQuantizer,
-    UniformQuantizer,
+    AffineQuantizer, Calibration, Codebook, CompandingQuantizer, DoubleQuantScales, FloatFormat,
+    Granularity, KMeansQuantizer, LevelStorage, NF4_LEVELS, Nf4Quantizer, PackedCodes, QuantFormat,
+    QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType, Scales,
+    TernaryQuantizer, UniformQuantizer,
 };

@@ -409,6 +409,7 @@ impl Quantizer for CubeRoot {
             codes: PackedCodes::pack(&codes, 4)?,
             scales: Scales::F32(scales),
             zeros: None,
+            offsets: None,
             codebook: Some(Codebook::new(levels, 16, LevelStorage::Implicit)?),
         })
     }
@@ -580,6 +581,7 @@ fn assembled(format: QuantFormat, codes: &[u8]) -> QuantizedTensor {
         codes: PackedCodes::pack(codes, format.code_bits()).unwrap(),
         scales: Scales::F32(vec![1.0]),
         zeros: None,
+        offsets: None,
         codebook: None,
     })
     .unwrap()

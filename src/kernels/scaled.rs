@@ -131,6 +131,7 @@ pub(crate) fn quantize_scaled(weight: &Tensor, job: &ScaledJob) -> Result<Quanti
         codes: PackedCodes::from_bytes(codes, bits, weight.elem_count())?,
         scales,
         zeros: None,
+        offsets: None,
         codebook: None,
     })
 }

@@ -205,6 +205,7 @@ impl CodeFlips {
             codes: PackedCodes::pack(&codes, bits as u8)?,
             scales: qt.scales().clone(),
             zeros: qt.zeros().cloned(),
+            offsets: qt.offsets().cloned(),
             codebook: qt.codebook().cloned(),
         })?;
         Ok((tensor, counts))

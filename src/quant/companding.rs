@@ -152,6 +152,7 @@ impl Quantizer for CompandingQuantizer {
             codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
             scales: Scales::from_f32(encoded.scales, dtype),
             zeros: None,
+            offsets: None,
             codebook: Some(Codebook::new(
                 self.levels(),
                 1 << self.bits,

@@ -221,7 +221,7 @@ fn plus_plus(
 /// use candle_core::{Device, Tensor};
 /// use quantlens::{KMeansQuantizer, Quantizer};
 ///
-/// let w = Tensor::randn(0f32, 1.0, (8, 256), &Device::Cpu)?;
+/// let w = Tensor::randn(0f32, 1.0, (64, 1024), &Device::Cpu)?;
 /// // One 16-level table for the tensor, one absmax scale per 128 weights.
 /// let q = KMeansQuantizer::new(4)?.per_tensor().scaled_per_group(128).seed(7);
 /// let qt = q.quantize(&w, None)?;
@@ -419,6 +419,7 @@ impl Quantizer for KMeansQuantizer {
             codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
             scales: Scales::from_f32(scales, dtype),
             zeros: None,
+            offsets: None,
             codebook: Some(codebook),
         })
     }

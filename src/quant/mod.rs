@@ -1,6 +1,7 @@
 //! Weight quantization: specs, packed formats, and the quantizers themselves.
 
 pub mod activation;
+pub mod affine;
 pub mod calibration;
 pub mod codebook;
 pub mod companding;
@@ -19,6 +20,7 @@ pub mod ternary;
 pub mod uniform;
 
 pub use activation::{ActivationFormat, ActivationQuantizer};
+pub use affine::AffineQuantizer;
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
 pub use companding::CompandingQuantizer;

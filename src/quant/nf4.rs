@@ -58,7 +58,7 @@ pub const DOUBLE_QUANT_BLOCK: usize = 256;
 /// use candle_core::{Device, Tensor};
 /// use quantlens::{Nf4Quantizer, Quantizer};
 ///
-/// let w = Tensor::randn(0f32, 0.02, (16, 256), &Device::Cpu)?;
+/// let w = Tensor::randn(0f32, 0.02, (64, 1024), &Device::Cpu)?;
 /// let q = Nf4Quantizer::new().double_quant();
 /// let qt = q.quantize(&w, None)?;
 /// assert_eq!(q.name(), "nf4-g64-dq");
@@ -196,6 +196,7 @@ impl Quantizer for Nf4Quantizer {
             codes: PackedCodes::pack_trusted(&encoded.codes, 4)?,
             scales: stored,
             zeros: None,
+            offsets: None,
             codebook: Some(Codebook::new(
                 NF4_LEVELS.to_vec(),
                 16,

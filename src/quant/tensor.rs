@@ -33,6 +33,16 @@ pub enum QuantFormat {
     },
     /// Codes are small floats: `w ≈ scale · decode(q)` (FP8, FP4; MX when scales are E8M0).
     Float(FloatFormat),
+    /// Unsigned integer grid shifted by a real offset per group
+    /// ([`QuantizedTensor::offsets`]): `w ≈ scale · q + offset`. At 4 bits in groups of 32
+    /// with f16 scales and offsets this is GGML's Q4_1.
+    ///
+    /// Decoded in f32 as `q · scale + offset`: the product rounded, then the sum rounded (no
+    /// fused multiply-add), which is GGML's `dequantize_row_q4_1` to the bit.
+    Affine {
+        /// Bits per code (1..=8).
+        bits: u8,
+    },
 }
 
 impl QuantFormat {
@@ -44,6 +54,7 @@ impl QuantFormat {
             QuantFormat::Ternary => 2,
             QuantFormat::Codebook { bits } => bits,
             QuantFormat::Float(f) => f.bits(),
+            QuantFormat::Affine { bits } => bits,
         }
     }
 
@@ -55,14 +66,17 @@ impl QuantFormat {
             QuantFormat::Sign => Some(vec![-1.0, 1.0]),
             QuantFormat::Ternary => Some(vec![-1.0, 0.0, 1.0]),
             QuantFormat::Float(f) => Some(f.value_table()),
-            QuantFormat::Uniform { .. } | QuantFormat::Codebook { .. } => None,
+            QuantFormat::Uniform { .. }
+            | QuantFormat::Codebook { .. }
+            | QuantFormat::Affine { .. } => None,
         }
     }
 }
 
 /// Everything a [`QuantizedTensor`] is made of, for [`QuantizedTensor::assemble`].
 ///
-/// `zeros` is for asymmetric uniform formats only, `codebook` for codebook formats only.
+/// `zeros` is for asymmetric uniform formats only, `codebook` for codebook formats only,
+/// `offsets` for affine formats only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedParts {
     /// Shape of the original tensor.
@@ -81,6 +95,8 @@ pub struct QuantizedParts {
     pub zeros: Option<PackedCodes>,
     /// The level tables (codebook formats).
     pub codebook: Option<Codebook>,
+    /// One offset per group (affine formats).
+    pub offsets: Option<Scales>,
 }
 
 /// A quantized weight matrix: packed codes plus the per-group parameters to decode them.
@@ -99,6 +115,7 @@ pub struct QuantizedTensor {
     scales: Scales,
     zeros: Option<PackedCodes>,
     codebook: Option<Codebook>,
+    offsets: Option<Scales>,
 }
 
 impl QuantizedTensor {
@@ -125,14 +142,16 @@ impl QuantizedTensor {
             scales,
             zeros,
             codebook: None,
+            offsets: None,
         })
     }
 
     /// Assemble a quantized tensor of any format from its parts, checking that they fit
     /// together: codes match the element count and the format's bits, one finite scale per
     /// group, zero points exactly for asymmetric uniform formats, a codebook (whose tables
-    /// evenly divide the groups) exactly for codebook formats, and no code that decodes to a
-    /// non-value (ternary code 3, FP8 NaN or infinity codes).
+    /// evenly divide the groups) exactly for codebook formats, one finite offset per group
+    /// exactly for affine formats, and no code that decodes to a non-value (ternary code 3,
+    /// FP8 NaN or infinity codes).
     pub fn assemble(parts: QuantizedParts) -> Result<Self> {
         let QuantizedParts {
             shape,
@@ -143,6 +162,7 @@ impl QuantizedTensor {
             scales,
             zeros,
             codebook,
+            offsets,
         } = parts;
         let numel: usize = shape.iter().product();
         let bad = |m: String| Err(Error::InconsistentParts(m));
@@ -204,6 +224,21 @@ impl QuantizedTensor {
             (Some(_), _) => return bad("a codebook on a format that has none".into()),
             (None, _) => {}
         }
+        match (&offsets, format) {
+            (None, QuantFormat::Affine { .. }) => {
+                return bad("affine format without offsets".into());
+            }
+            (Some(o), QuantFormat::Affine { .. }) => {
+                if o.len() != groups {
+                    return bad(format!("{} offsets for {groups} groups", o.len()));
+                }
+                if let Some(i) = (0..groups).find(|&i| !o.get(i).is_finite()) {
+                    return bad(format!("offset {i} is not finite"));
+                }
+            }
+            (Some(_), _) => return bad("offsets on a format that has none".into()),
+            (None, _) => {}
+        }
         if let Some(levels) = format.unit_levels() {
             // Codes past the table (ternary 3) or standing for NaN/∞ (FP8) are not values.
             let invalid: Vec<bool> = (0..1usize << format.code_bits())
@@ -226,6 +261,7 @@ impl QuantizedTensor {
             scales,
             zeros,
             codebook,
+            offsets,
         })
     }
 
@@ -265,6 +301,10 @@ impl QuantizedTensor {
     pub fn codebook(&self) -> Option<&Codebook> {
         self.codebook.as_ref()
     }
+    /// The per-group offsets (affine formats only).
+    pub fn offsets(&self) -> Option<&Scales> {
+        self.offsets.as_ref()
+    }
     /// Every value group `g` can decode to, ascending, without duplicates: the grid a
     /// weight of that group is rounded onto.
     ///
@@ -284,6 +324,12 @@ impl QuantizedTensor {
                 let zero = self.zero_point(g).unwrap_or(0);
                 (0..1i32 << bits)
                     .map(|q| crate::quant::grid::UniformParams::decode(scale, zero, q as u8))
+                    .collect()
+            }
+            (QuantFormat::Affine { bits }, _) => {
+                let offset = self.offsets.as_ref().map_or(0.0, |o| o.get(g));
+                (0..1u16 << bits)
+                    .map(|q| crate::quant::affine::decode(scale, offset, q as u8))
                     .collect()
             }
             (QuantFormat::Codebook { .. }, Some(cb)) => {
@@ -318,18 +364,20 @@ impl QuantizedTensor {
     /// None for formats without a uniform step.
     pub fn step(&self, g: usize) -> Option<f32> {
         match self.format {
-            QuantFormat::Uniform { .. } => Some(self.scales.get(g)),
+            QuantFormat::Uniform { .. } | QuantFormat::Affine { .. } => Some(self.scales.get(g)),
             _ => None,
         }
     }
-    /// True storage in bytes: packed codes, scales, zero points and stored codebook levels.
+    /// True storage in bytes: packed codes, scales, zero points, stored codebook levels and
+    /// offsets.
     pub fn storage_bytes(&self) -> usize {
         self.codes.storage_bytes()
             + self.scales.storage_bytes()
             + self.zeros.as_ref().map_or(0, PackedCodes::storage_bytes)
             + self.codebook.as_ref().map_or(0, Codebook::storage_bytes)
+            + self.offsets.as_ref().map_or(0, Scales::storage_bytes)
     }
-    /// Storage bits per weight, scales, zero points and codebooks included.
+    /// Storage bits per weight, scales, zero points, codebooks and offsets included.
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
@@ -418,6 +466,7 @@ mod tests {
             codes: PackedCodes::pack(&codes, format.code_bits()).unwrap(),
             scales: Scales::F32(vec![1.0]),
             zeros: None,
+            offsets: None,
             codebook: None,
         }
     }

@@ -157,6 +157,7 @@ impl Quantizer for TernaryQuantizer {
             codes: PackedCodes::pack_trusted(&encoded.codes, 2)?,
             scales: Scales::from_f32(encoded.scales, dtype),
             zeros: None,
+            offsets: None,
             codebook: None,
         })
     }

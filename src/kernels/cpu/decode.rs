@@ -1,9 +1,10 @@
 //! Dequantization on the CPU, for every [`QuantFormat`].
 //!
-//! Uniform grids decode arithmetically (`scale · (q − zero)`); every other format decodes
-//! through a small lookup table of unit levels (sign, ternary, codebook, float) times the
-//! group's scale. Both are one f32 multiply per element, so the result is the same one
-//! rounding whichever path a format takes.
+//! Uniform grids decode arithmetically (`scale · (q − zero)`); every other format but affine
+//! decodes through a small lookup table of unit levels (sign, ternary, codebook, float) times
+//! the group's scale. Both are one f32 multiply per element, so the result is the same one
+//! rounding whichever path a format takes. Affine grids decode as `q · scale + offset`: a
+//! multiply and an add, rounded separately (GGML's Q4_1 expression, bit for bit).
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
@@ -11,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::kernels::multiversion::multiversion;
+use crate::quant::affine;
 use crate::quant::grid::UniformParams;
 use crate::quant::packing::{packed_len, unpack_from};
 use crate::quant::{QuantFormat, QuantizedTensor};
@@ -22,6 +24,14 @@ multiversion! {
     fn decode_uniform(q: &[u8], scale: f32, zero: i32, out: &mut [f32]) {
         for (o, &c) in out.iter_mut().zip(q) {
             *o = UniformParams::decode(scale, zero, c);
+        }
+    }
+}
+
+multiversion! {
+    fn decode_affine(q: &[u8], scale: f32, offset: f32, out: &mut [f32]) {
+        for (o, &c) in out.iter_mut().zip(q) {
+            *o = affine::decode(scale, offset, c);
         }
     }
 }
@@ -82,6 +92,8 @@ pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core:
 enum Decoder {
     /// `scale · (q − zero[g])`.
     Uniform { zeros: Vec<i32> },
+    /// `q · scale + offset[g]`.
+    Affine { offsets: Vec<f32> },
     /// `scale · tables[t][q]`, group `g` using table `g / groups_per_table`.
     Table {
         tables: Vec<f32>,
@@ -103,6 +115,12 @@ impl Decoder {
                     Some(z) => z.unpack().into_iter().map(i32::from).collect(),
                     None => vec![q.zero_point(0).unwrap_or(0); q.num_groups()],
                 },
+            },
+            QuantFormat::Affine { .. } => Decoder::Affine {
+                offsets: q
+                    .offsets()
+                    .expect("assemble guarantees offsets for affine formats")
+                    .to_f32_vec(),
             },
             QuantFormat::Sign => unit_table(vec![-1.0, 1.0]),
             // Code 3 is rejected by `QuantizedTensor::assemble`.
@@ -155,6 +173,9 @@ pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
                     Decoder::Uniform { zeros } => {
                         decode_uniform(&qbuf[a..b], scales[group], zeros[group], &mut f[a..b])
                     }
+                    Decoder::Affine { offsets } => {
+                        decode_affine(&qbuf[a..b], scales[group], offsets[group], &mut f[a..b])
+                    }
                     Decoder::Table {
                         tables,
                         table_len,
@@ -172,4 +193,47 @@ pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
             }
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{PackedCodes, QuantizedParts, Scales};
+    use candle_core::DType;
+
+    /// Affine decode over several parallel tasks equals GGML's scalar `q · d + m`, with
+    /// offsets that are not multiples of the scale (so `−m/d` is no integer zero point).
+    #[test]
+    fn affine_decodes_like_ggml_q4_1() {
+        let (groups, g) = (2 * TASK_ELEMS / 32 + 3, 32);
+        let n = groups * g;
+        let codes: Vec<u8> = (0..n).map(|i| (i * 7 % 16) as u8).collect();
+        let d: Vec<f16> = (0..groups)
+            .map(|i| f16::from_f32(0.013 * (1 + i % 5) as f32))
+            .collect();
+        let m: Vec<f16> = (0..groups)
+            .map(|i| f16::from_f32(-0.1 - 0.0371 * (i % 7) as f32))
+            .collect();
+        let q = QuantizedTensor::assemble(QuantizedParts {
+            shape: vec![groups, g],
+            dtype: DType::F32,
+            format: QuantFormat::Affine { bits: 4 },
+            group_len: g,
+            codes: PackedCodes::pack(&codes, 4).unwrap(),
+            scales: Scales::F16(d.clone()),
+            zeros: None,
+            codebook: None,
+            offsets: Some(Scales::F16(m.clone())),
+        })
+        .unwrap();
+        let mut out = vec![0f32; n];
+        decode_into(&q, &mut out);
+        for (i, &o) in out.iter().enumerate() {
+            let want = (codes[i] as f32) * d[i / g].to_f32() + m[i / g].to_f32();
+            assert_eq!(o.to_bits(), want.to_bits(), "element {i}");
+        }
+        let mut half = vec![f16::ZERO; n];
+        decode_into(&q, &mut half);
+        assert!(half.iter().zip(&out).all(|(h, &o)| *h == f16::from_f32(o)));
+    }
 }
