@@ -22,6 +22,9 @@ use quantlens::{
     PackedCodes, QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, ScaleDType,
     Scales, UniformQuantizer,
 };
+use quantlens::{
+    CompandingQuantizer, FloatQuantizer, KMeansQuantizer, Nf4Quantizer, TernaryQuantizer,
+};
 
 /// A file in the temp directory, unique per process and call, removed when dropped.
 struct TempFile(PathBuf);
@@ -135,6 +138,23 @@ fn quantizer_variants() -> Vec<(String, QuantizedTensor)> {
     quantizers.push(Box::new(
         AffineQuantizer::new(8, Granularity::PerGroup(16), ScaleDType::BF16).unwrap(),
     ));
+    // Codebooks, ternary and float formats through their real quantizers.
+    quantizers.push(Box::new(Nf4Quantizer::new().block_size(32)));
+    quantizers.push(Box::new(Nf4Quantizer::new().block_size(16).double_quant()));
+    quantizers.push(Box::new(KMeansQuantizer::new(3).unwrap()));
+    quantizers.push(Box::new(
+        KMeansQuantizer::new(4)
+            .unwrap()
+            .per_tensor()
+            .scaled_per_group(16),
+    ));
+    quantizers.push(Box::new(CompandingQuantizer::new(4).unwrap().per_group(32)));
+    quantizers.push(Box::new(TernaryQuantizer::with_sparsity(0.33).unwrap()));
+    quantizers.push(Box::new(FloatQuantizer::fp8_e4m3()));
+    quantizers.push(Box::new(FloatQuantizer::fp8_e5m2().per_tensor()));
+    quantizers.push(Box::new(FloatQuantizer::fp4_e2m1()));
+    quantizers.push(Box::new(FloatQuantizer::mxfp4()));
+    quantizers.push(Box::new(FloatQuantizer::mxfp8()));
     let mut out: Vec<(String, QuantizedTensor)> = quantizers
         .iter()
         .map(|q| (q.name(), q.quantize(&w, None).unwrap()))
