@@ -9,14 +9,15 @@
 //!
 //! | trait | does | in this release |
 //! |---|---|---|
-//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales) | [`UniformQuantizer`]: RTN at 1–8 bits, any granularity, nearest or stochastic rounding |
-//! | [`Perturbation`] | seeded noise on weights or activations | trait only |
+//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales or codebooks) | [`UniformQuantizer`] (RTN at 1–8 bits, any granularity, nearest or stochastic), [`Nf4Quantizer`], [`KMeansQuantizer`], [`CompandingQuantizer`], [`TernaryQuantizer`], [`FloatQuantizer`] (FP8, FP4, MXFP8/MXFP4), [`AffineQuantizer`], [`ActivationQuantizer`] |
+//! | [`Perturbation`] | seeded noise on weights or activations | [`Noise`] (Gaussian/uniform/Rademacher, magnitude-shaped, norm-anchored to a quantizer), [`StepNoise`], [`CodeFlips`], [`Clip`]; [`perturb::perturbation_equivalence`] |
 //! | [`LossProbe`] | model outputs → one loss per sample | [`CrossEntropy`] (fused CPU kernel), [`SequenceNll`], [`SquaredError`] |
 //! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | [`LossThreshold`] (with AUC, TPR@FPR, bootstrap/DKW intervals), [`SmoothedTv`]; plus [`mis::Lira`], [`mis::Rmia`], DP ε audits, ranking, the experimental [`mis::MisIndicator`] |
 //!
 //! Around them: [`model`] (the [`model::QuantizableModel`] trait, an MLP, seeded training,
-//! forward hooks, sequential whole-model quantization) and [`data`] (embedded digits, scikit-learn
-//! tables, B3DB molecules, standardisation fitted on members only, membership splits).
+//! forward hooks, sequential whole-model quantization), [`data`] (embedded digits, scikit-learn
+//! tables, B3DB molecules, standardisation fitted on members only, membership splits) and
+//! [`io`] (GGUF and safetensors, bit-compatible with Candle's reader for Q4_0/Q4_1/Q8_0).
 //!
 //! ```text
 //! weights ─► Quantizer ─► QuantizedTensor ─► dequantize ─► model ─► LossProbe ─► MisEstimator
@@ -108,9 +109,8 @@
 //!
 //! ## Not yet
 //!
-//! Non-uniform codebooks, float formats, perturbation injectors, GPTQ/AWQ/SmoothQuant,
-//! transformer models, explanations and CUDA kernels arrive in later releases; see
-//! `docs/status.md` in the repository.
+//! GPTQ/AWQ/SmoothQuant, transformer models, explanations and CUDA kernels arrive in later
+//! releases; see `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
