@@ -326,7 +326,15 @@ fn companding_properties() {
     // Inverse-derivative bound, per element, against the row's absmax (f16 scale).
     let (p, qmax) = (1.0 / 3.0, 7.0);
     for (r, row) in v.chunks(256).enumerate() {
-        let s = half::f16::from_f32(row.iter().fold(0f32, |m, x| m.max(x.abs()))).to_f32() as f64;
+        // The stored scale: the row's absmax rounded up to f16.
+        let amax = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let h = half::f16::from_f32(amax);
+        let h = if h.to_f32() < amax {
+            half::f16::from_bits(h.to_bits() + 1)
+        } else {
+            h
+        };
+        let s = h.to_f32() as f64;
         for (j, &w) in row.iter().enumerate() {
             let y = (w.abs() as f64 / s).powf(p) * qmax;
             let bound = s / (2.0 * p * qmax) * ((y + 0.5).min(qmax) / qmax).powf(1.0 / p - 1.0);

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::cpu::table::{absmax, encode_groups};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage};
-use crate::quant::grid::store_scale_nearest;
+use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
@@ -87,7 +87,7 @@ impl CompandingQuantizer {
     pub fn per_group(self, n: usize) -> Self {
         self.with_granularity(Granularity::PerGroup(n))
     }
-    /// Storage dtype of the scales (rounded to nearest).
+    /// Storage dtype of the scales (rounded up, so every weight lies inside its grid).
     pub fn with_scale_dtype(mut self, dtype: ScaleDType) -> Self {
         self.scale_dtype = dtype;
         self
@@ -127,7 +127,7 @@ impl Quantizer for CompandingQuantizer {
         let dtype = self.scale_dtype;
         let encoded = encode_groups(weight, group_len, |g, x, codes| {
             let absmax = absmax(x);
-            let scale = store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+            let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                 group: g,
                 scale: absmax,
                 dtype,

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::kernels::cpu::table::{absmax, check_finite, encode_groups_f32};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
-use crate::quant::grid::store_scale_nearest;
+use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
@@ -281,7 +281,7 @@ impl KMeansQuantizer {
         self.scale_group = Some(n);
         self
     }
-    /// Storage dtype of the scales (rounded to nearest).
+    /// Storage dtype of the scales (rounded up, so every weight lies inside its grid).
     pub fn with_scale_dtype(mut self, dtype: ScaleDType) -> Self {
         self.scale_dtype = dtype;
         self
@@ -360,7 +360,7 @@ impl Quantizer for KMeansQuantizer {
             .enumerate()
             .map(|(g, v)| {
                 let absmax = absmax(v);
-                store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+                store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                     group: g,
                     scale: absmax,
                     dtype,

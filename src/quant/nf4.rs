@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::kernels::cpu::table::{absmax, encode_groups};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
-use crate::quant::grid::store_scale_nearest;
+use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::{DoubleQuantScales, Scales};
@@ -43,9 +43,8 @@ pub const DOUBLE_QUANT_BLOCK: usize = 256;
 /// nearest of the 16 [`NF4_LEVELS`].
 ///
 /// * Blocks of 64 by default (QLoRA's), any [`Granularity`].
-/// * Scales in f32 (bitsandbytes stores them so), f16 or bf16 (rounded to nearest; a value
-///   whose normalised magnitude ends above 1 rounds to the ±1 level, which is still its
-///   nearest), or **double-quantized** ([`double_quant`](Self::double_quant)): the block
+/// * Scales in f32 (bitsandbytes stores them so), f16 or bf16 (rounded up, so every weight
+///   lies inside its block's grid), or **double-quantized** ([`double_quant`](Self::double_quant)): the block
 ///   scales centred on their mean and quantized to int8 in blocks of 256 with an f32 scale
 ///   each — 4.127 bits per weight instead of 4.5.
 /// * The levels are the published constants ([`LevelStorage::Implicit`]): no bytes per tensor.
@@ -177,7 +176,7 @@ impl Quantizer for Nf4Quantizer {
             let dtype = self.scale_dtype;
             let encoded = encode_groups(weight, group_len, |g, x, codes| {
                 let absmax = absmax(x);
-                let scale = store_scale_nearest(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+                let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
                     group: g,
                     scale: absmax,
                     dtype,
