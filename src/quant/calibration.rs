@@ -144,7 +144,124 @@ impl Calibration {
         let n = self.samples.max(1) as f64;
         self.sum_abs.iter().map(|s| (s / n) as f32).collect()
     }
+
+    /// The statistics as bytes, so a calibration run can be reused: the magic `QLCAL001`,
+    /// then little-endian `u64` in_features and samples, the Gram (f64, row-major), absmax
+    /// (f32) and Σ|x| (f64). Lossless: [`from_bytes`](Self::from_bytes) gives back an equal
+    /// value.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use quantlens::Calibration;
+    /// let mut c = Calibration::new(3);
+    /// c.observe(&Tensor::new(&[[1f32, -2.0, 0.5]], &Device::Cpu)?)?;
+    /// assert_eq!(Calibration::from_bytes(&c.to_bytes())?, c);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let d = self.in_features;
+        let mut out = Vec::with_capacity(24 + d * d * 8 + d * 12);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(d as u64).to_le_bytes());
+        out.extend_from_slice(&(self.samples as u64).to_le_bytes());
+        self.gram
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.absmax
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        self.sum_abs
+            .iter()
+            .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        out
+    }
+
+    /// Read statistics written by [`to_bytes`](Self::to_bytes); errors (never panics) on a
+    /// wrong magic, a length that does not match the header, or non-finite values.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::parse(bytes, "<bytes>")
+    }
+
+    /// Write [`to_bytes`](Self::to_bytes) to a file.
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        let path = path.as_ref();
+        std::fs::write(path, self.to_bytes()).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Read a file written by [`save`](Self::save).
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&bytes, &path.display().to_string())
+    }
+
+    fn parse(bytes: &[u8], path: &str) -> Result<Self> {
+        let bad = |reason: String| Error::Malformed {
+            path: path.to_string(),
+            reason,
+        };
+        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+            return Err(bad("not a quantlens calibration (magic QLCAL001)".into()));
+        }
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let (d, samples) = (word(8), word(16));
+        let expected = d
+            .checked_mul(d)
+            .and_then(|dd| dd.checked_mul(8))
+            .and_then(|g| g.checked_add(d.checked_mul(12)?))
+            .and_then(|b| b.checked_add(24));
+        if expected != Some(bytes.len() as u64) {
+            return Err(bad(format!(
+                "{} bytes do not hold a calibration of {d} features",
+                bytes.len()
+            )));
+        }
+        let d = d as usize;
+        let mut at = 24;
+        let mut f64s = |n: usize| -> Vec<f64> {
+            let v = bytes[at..at + 8 * n]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            at += 8 * n;
+            v
+        };
+        let gram = f64s(d * d);
+        let absmax_at = 24 + 8 * d * d;
+        let absmax: Vec<f32> = bytes[absmax_at..absmax_at + 4 * d]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
+            .collect();
+        let sum_abs: Vec<f64> = bytes[absmax_at + 4 * d..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        if gram.iter().chain(&sum_abs).any(|v| !v.is_finite())
+            || absmax.iter().any(|v| !v.is_finite())
+        {
+            return Err(bad("non-finite statistics".into()));
+        }
+        Ok(Calibration {
+            in_features: d,
+            samples: samples as usize,
+            gram,
+            absmax,
+            sum_abs,
+        })
+    }
 }
+
+const MAGIC: &[u8; 8] = b"QLCAL001";
 
 #[cfg(test)]
 mod tests {
@@ -170,6 +287,39 @@ mod tests {
             let absmax = rows.iter().map(|r| r[i].abs()).fold(0f32, f32::max);
             assert_eq!(a.act_absmax()[i], absmax);
         }
+    }
+
+    #[test]
+    fn bytes_round_trip_and_bad_files_are_errors() {
+        let x = Tensor::new(&[[1f32, -2.0, 0.5], [0.25, 3.0, -1.0]], &Device::Cpu).unwrap();
+        let mut c = Calibration::new(3);
+        c.observe(&x).unwrap();
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), 24 + 9 * 8 + 3 * 12);
+        assert_eq!(Calibration::from_bytes(&bytes).unwrap(), c);
+        let path = std::env::temp_dir().join(format!("ql-calib-{}.bin", std::process::id()));
+        c.save(&path).unwrap();
+        assert_eq!(Calibration::load(&path).unwrap(), c);
+        std::fs::remove_file(&path).ok();
+        for cut in 0..bytes.len() {
+            assert!(
+                Calibration::from_bytes(&bytes[..cut]).is_err(),
+                "prefix {cut}"
+            );
+        }
+        let mut wrong = bytes.clone();
+        wrong[0] = b'X';
+        assert!(Calibration::from_bytes(&wrong).is_err());
+        let mut huge = bytes.clone();
+        huge[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Calibration::from_bytes(&huge).is_err());
+        let mut nan = bytes;
+        nan[24..32].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert!(Calibration::from_bytes(&nan).is_err());
+        assert!(matches!(
+            Calibration::load("/nonexistent/calib.bin"),
+            Err(Error::Io { .. })
+        ));
     }
 
     #[test]
