@@ -71,3 +71,20 @@ impl<Q: Quantizer + ?Sized> Quantizer for Box<Q> {
         (**self).uses_calibration()
     }
 }
+
+/// A borrowed quantizer is a quantizer, so wrappers (`NullSpaceRefine`, AWQ) can borrow their
+/// base instead of owning it.
+impl<Q: Quantizer + ?Sized> Quantizer for &Q {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn quantize(&self, weight: &Tensor, calib: Option<&Calibration>) -> Result<QuantizedTensor> {
+        (**self).quantize(weight, calib)
+    }
+    fn fake_quantize(&self, weight: &Tensor, calib: Option<&Calibration>) -> Result<Tensor> {
+        (**self).fake_quantize(weight, calib)
+    }
+    fn uses_calibration(&self) -> bool {
+        (**self).uses_calibration()
+    }
+}

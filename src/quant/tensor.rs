@@ -265,6 +265,33 @@ impl QuantizedTensor {
         })
     }
 
+    /// Take the tensor apart, e.g. to change its scales and [`assemble`](Self::assemble) it
+    /// again (which re-checks everything).
+    pub fn into_parts(self) -> QuantizedParts {
+        let QuantizedTensor {
+            shape,
+            dtype,
+            format,
+            group_len,
+            codes,
+            scales,
+            zeros,
+            offsets,
+            codebook,
+        } = self;
+        QuantizedParts {
+            shape,
+            dtype,
+            format,
+            group_len,
+            codes,
+            scales,
+            zeros,
+            offsets,
+            codebook,
+        }
+    }
+
     /// Shape of the original tensor.
     pub fn shape(&self) -> &[usize] {
         &self.shape
