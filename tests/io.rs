@@ -100,6 +100,7 @@ fn parts(shape: &[usize], format: QuantFormat, group_len: usize, seed: u64) -> Q
         zeros: None,
         codebook: None,
         offsets: None,
+        input_scales: None,
     }
 }
 
