@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod affine;
+pub mod awq;
 pub mod calibration;
 pub mod codebook;
 pub mod companding;
@@ -10,10 +11,13 @@ pub mod float_format;
 pub(crate) mod grid;
 pub mod kmeans;
 pub mod nf4;
+pub mod output_error;
 pub mod packing;
 pub mod quantizer;
 pub mod reconstruction;
 pub mod scales;
+mod smoothing;
+pub mod smoothquant;
 pub mod spec;
 pub mod tensor;
 pub mod ternary;
@@ -21,6 +25,7 @@ pub mod uniform;
 
 pub use activation::{ActivationFormat, ActivationQuantizer};
 pub use affine::AffineQuantizer;
+pub use awq::{AwqQuantizer, AwqSearch};
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
 pub use companding::CompandingQuantizer;
@@ -32,6 +37,7 @@ pub use packing::PackedCodes;
 pub use quantizer::Quantizer;
 pub use reconstruction::Reconstruction;
 pub use scales::{DoubleQuantScales, Scales};
+pub use smoothquant::SmoothQuantizer;
 pub use spec::{Granularity, QuantSpec, Rounding, ScaleDType};
 pub use tensor::{QuantFormat, QuantizedParts, QuantizedTensor};
 pub use ternary::{TernaryQuantizer, TernaryRule};
