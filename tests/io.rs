@@ -18,12 +18,13 @@ use quantlens::io::{
 };
 use quantlens::model::{LayerWeight, Mlp, MlpConfig, QuantizableModel};
 use quantlens::{
-    AffineQuantizer, Codebook, DoubleQuantScales, Error, FloatFormat, Granularity, LevelStorage,
-    PackedCodes, QuantFormat, QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, ScaleDType,
-    Scales, UniformQuantizer,
+    AffineQuantizer, AwqQuantizer, Calibration, Codebook, DoubleQuantScales, Error, FloatFormat,
+    Granularity, LevelStorage, PackedCodes, QuantFormat, QuantSpec, QuantizedParts,
+    QuantizedTensor, Quantizer, ScaleDType, Scales, UniformQuantizer,
 };
 use quantlens::{
-    CompandingQuantizer, FloatQuantizer, KMeansQuantizer, Nf4Quantizer, TernaryQuantizer,
+    CompandingQuantizer, FloatQuantizer, KMeansQuantizer, Nf4Quantizer, SmoothQuantizer,
+    TernaryQuantizer,
 };
 
 /// A file in the temp directory, unique per process and call, removed when dropped.
@@ -100,6 +101,7 @@ fn parts(shape: &[usize], format: QuantFormat, group_len: usize, seed: u64) -> Q
         zeros: None,
         codebook: None,
         offsets: None,
+        input_scales: None,
     }
 }
 
@@ -169,7 +171,45 @@ fn quantizer_variants() -> Vec<(String, QuantizedTensor)> {
             AffineQuantizer::q4_1().quantize(&wd, None).unwrap(),
         ));
     }
+    // Input scales (AWQ, SmoothQuant) on layouts that would otherwise be Q4_0 and Q8_0.
+    let calib = salient_calibration(64);
+    let q8_0 = UniformQuantizer::new(QuantSpec::int8().per_group(32)).unwrap();
+    for (name, q) in [
+        ("awq q4_0", AwqQuantizer::new().with_base(int4)),
+        (
+            "awq nf4",
+            AwqQuantizer::new().with_base(Nf4Quantizer::new()),
+        ),
+    ] {
+        out.push((name.into(), q.quantize(&w, Some(&calib)).unwrap()));
+    }
+    let sq = SmoothQuantizer::new().with_base(q8_0);
+    out.push((
+        "smoothquant q8_0".into(),
+        sq.quantize(&w, Some(&calib)).unwrap(),
+    ));
+    let w16 = w.to_dtype(DType::F16).unwrap();
+    out.push((
+        "smoothquant f16".into(),
+        sq.quantize(&w16, Some(&calib)).unwrap(),
+    ));
+    for (_, q) in &out[out.len() - 4..] {
+        assert!(q.input_scales().is_some());
+    }
     out
+}
+
+/// Inputs of `cols` channels, every 16th one 20× larger than the rest.
+fn salient_calibration(cols: usize) -> Calibration {
+    let mut rng = TestRng::new(77);
+    let x: Vec<f32> = (0..32 * cols)
+        .map(|i| (rng.normal() * if i % cols % 16 == 3 { 20.0 } else { 1.0 }) as f32)
+        .collect();
+    let mut calib = Calibration::new(cols);
+    calib
+        .observe(&Tensor::from_vec(x, (32, cols), &Device::Cpu).unwrap())
+        .unwrap();
+    calib
 }
 
 /// Formats no quantizer makes yet, assembled by hand.
@@ -284,6 +324,30 @@ fn handmade_variants() -> Vec<(String, QuantizedTensor)> {
             32,
             12,
         ),
+    );
+    add(
+        "codebook with f32 input scales",
+        QuantizedParts {
+            codebook: cb(4, 4, LevelStorage::F32),
+            input_scales: Some(Scales::F32(vec![0.5, 1.25, 3.0, 1e-3, 7.0, 2.0, 1.0, 0.1])),
+            ..parts(&[4, 8], QuantFormat::Codebook { bits: 2 }, 8, 14)
+        },
+    );
+    add(
+        "fp8 with double-quantized input scales",
+        QuantizedParts {
+            codes: codes(4 * 64, 8, 15, |c| FloatFormat::E4M3.is_finite_code(c)),
+            input_scales: Some(Scales::Double(
+                DoubleQuantScales::new(
+                    (0..64).map(|i| (i * 3 % 100) as i8).collect(),
+                    vec![0.01, 0.02],
+                    32,
+                    1.5,
+                )
+                .unwrap(),
+            )),
+            ..parts(&[4, 64], QuantFormat::Float(FloatFormat::E4M3), 32, 15)
+        },
     );
     add(
         "uniform 6-bit asymmetric, f32 scales",
@@ -554,6 +618,48 @@ fn our_reader_matches_candles_writer_and_dequantizer() {
     );
 }
 
+/// A tensor with input scales never travels as a GGML block type (which has no place for
+/// them), and the F16 fallback holds its effective weight.
+#[test]
+fn input_scales_travel_as_parts_and_fall_back_to_the_effective_weight() {
+    let w = weights(4, 64, 51);
+    let calib = salient_calibration(64);
+    let int4 = UniformQuantizer::new(QuantSpec::int4().per_group(32)).unwrap();
+    let awq = AwqQuantizer::new()
+        .with_base(int4)
+        .quantize(&w, Some(&calib))
+        .unwrap();
+    assert!(awq.input_scales().is_some());
+    let (packed, f16_file) = (TempFile::new("gguf"), TempFile::new("gguf"));
+    GgufWriter::new()
+        .tensor("w", &awq)
+        .write(&packed.0)
+        .unwrap();
+    // Packed parts (Candle's reader knows no I8, so look at the bytes): the input scales are
+    // a tensor of their own, next to the codes.
+    let bytes = std::fs::read(&packed.0).unwrap();
+    for part in ["w.codes", "w.input_scales"] {
+        assert!(
+            bytes.windows(part.len()).any(|b| b == part.as_bytes()),
+            "{part}"
+        );
+    }
+    let back = load_gguf(&packed.0).unwrap();
+    assert_eq!(
+        back.tensor("w").and_then(TensorEntry::as_quantized),
+        Some(&awq)
+    );
+    GgufWriter::new()
+        .fallback(GgufFallback::DequantizeF16)
+        .tensor("w", &awq)
+        .write(&f16_file.0)
+        .unwrap();
+    let back = load_gguf(&f16_file.0).unwrap();
+    let d = back.tensor("w").unwrap().as_dense().unwrap();
+    let want = awq.dequantize_to(&Device::Cpu, DType::F16).unwrap();
+    assert!(same_bits(&values(d), &values(&want)));
+}
+
 #[test]
 fn dequantize_fallback_keeps_files_readable_by_candle() {
     let w = weights(4, 64, 50);
@@ -757,6 +863,33 @@ fn inconsistent_parts_give_clear_errors() {
     assert!(m.contains("zero points on a format that has none"), "{m}");
     let m = st_error(&raw_safetensors(&fields, &[]));
     assert!(m.contains("parts (x.codes, …) are missing"), "{m}");
+    // Input scales: one per input channel, positive, and present when announced.
+    let mut with_input = fields.to_vec();
+    with_input.push(("input_scale_dtype", "f16"));
+    let parts = |input: Tensor| {
+        raw_safetensors(
+            &with_input,
+            &[
+                ("x.codes", u8s(32)),
+                ("x.scales", f16s(2)),
+                ("x.input_scales", input),
+            ],
+        )
+    };
+    assert!(read_safetensors(&parts(f16s(32))).is_ok());
+    let m = st_error(&parts(f16s(31)));
+    assert!(m.contains("31 input scales"), "{m}");
+    let zero = Tensor::zeros(32, DType::F16, &dev).unwrap();
+    let m = st_error(&parts(zero));
+    assert!(
+        m.contains("input scale 0 = 0 is not finite and positive"),
+        "{m}"
+    );
+    let m = st_error(&raw_safetensors(
+        &with_input,
+        &[("x.codes", u8s(32)), ("x.scales", f16s(2))],
+    ));
+    assert!(m.contains("part `input_scales` is missing"), "{m}");
     assert!(st_error(b"\x10\0\0\0\0\0\0\0{not json}      ").contains("not a valid safetensors"));
 }
 
@@ -883,6 +1016,39 @@ fn model_round_trips_give_bit_identical_logits() {
     let mut fresh = Mlp::new(MlpConfig::new(64, &[64, 32, 32], 10), 3, &Device::Cpu).unwrap();
     load_into(&mut fresh, &file.0).unwrap();
     assert!(same_bits(&logits(&fresh, &x), &want));
+}
+
+#[test]
+fn smoothed_models_round_trip_with_their_w8a8_forward() {
+    use quantlens::model::{QuantizeActivations, SequentialQuantization};
+    let config = MlpConfig::new(64, &[32], 10);
+    let mut mlp = Mlp::new(config.clone(), 5, &Device::Cpu).unwrap();
+    let x = weights(16, 64, 92);
+    SequentialQuantization::new(&SmoothQuantizer::new())
+        .calibration([x.clone()])
+        .run(&mut mlp)
+        .unwrap();
+    let a8 = |m: &Mlp| {
+        let mut hook = QuantizeActivations::per_token(8).unwrap();
+        values(&m.forward_hooked(&x, &mut hook).unwrap())
+    };
+    let want = a8(&mlp);
+    for ext in ["gguf", "safetensors"] {
+        let file = TempFile::new(ext);
+        save_model(&mlp, &file.0).unwrap();
+        let mut fresh = Mlp::new(config.clone(), 6, &Device::Cpu).unwrap();
+        load_into(&mut fresh, &file.0).unwrap();
+        assert!(same_bits(&a8(&fresh), &want), "{ext}");
+        for (a, b) in mlp.linear_layers().iter().zip(fresh.linear_layers()) {
+            match (a.weight(), b.weight()) {
+                (LayerWeight::Packed(p), LayerWeight::Packed(q)) => {
+                    assert!(p.input_scales().is_some());
+                    assert_eq!(p, q)
+                }
+                _ => panic!("{ext}: layer {} is not packed", a.name()),
+            }
+        }
+    }
 }
 
 #[test]

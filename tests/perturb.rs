@@ -411,6 +411,7 @@ impl Quantizer for CubeRoot {
             zeros: None,
             offsets: None,
             codebook: Some(Codebook::new(levels, 16, LevelStorage::Implicit)?),
+            input_scales: None,
         })
     }
 }
@@ -583,6 +584,7 @@ fn assembled(format: QuantFormat, codes: &[u8]) -> QuantizedTensor {
         zeros: None,
         offsets: None,
         codebook: None,
+        input_scales: None,
     })
     .unwrap()
 }

@@ -141,10 +141,15 @@ fn other_type_name(id: u32) -> Option<&'static str> {
 
 /// The GGML block type `q` is bit-identical to, if any: symmetric 4- or 8-bit uniform codes
 /// (Q4_0, Q8_0) or 4-bit affine codes (Q4_1), in groups of 32 with f16 scales (and f16
-/// offsets), rows a whole number of blocks long.
+/// offsets), rows a whole number of blocks long, and no input scales (GGML has no place for
+/// them).
 pub(crate) fn native_type(q: &QuantizedTensor) -> Option<GgmlType> {
     let rows_ok = q.shape().last().is_some_and(|d| d.is_multiple_of(BLOCK));
-    if q.group_len() != BLOCK || !rows_ok || !matches!(q.scales(), Scales::F16(_)) {
+    if q.group_len() != BLOCK
+        || !rows_ok
+        || !matches!(q.scales(), Scales::F16(_))
+        || q.input_scales().is_some()
+    {
         return None;
     }
     match (q.format(), q.offsets()) {
@@ -250,6 +255,7 @@ pub(crate) fn decode_blocks(
         zeros: None,
         codebook: None,
         offsets: (ty == GgmlType::Q4_1).then_some(Scales::F16(offsets)),
+        input_scales: None,
     })
     .map_err(|e| e.to_string())
 }

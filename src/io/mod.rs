@@ -43,8 +43,8 @@
 //! | `Uniform { bits: 8, symmetric: true }`, groups of 32, f16 scales, rows a multiple of 32 | Q8_0: `d` = scale, `qs[j] = code − 128` (i8) | `d · qs` |
 //! | `Affine { bits: 4 }` ([`AffineQuantizer::q4_1`](crate::AffineQuantizer::q4_1)), groups of 32, f16 scales and offsets | Q4_1: `d` = scale, `m` = offset, nibbles as Q4_0 | `code · d + m` |
 //! | dense f32 / f16 / bf16 | F32 / F16 / BF16 | itself |
-//! | any other quantized tensor, [`GgufFallback::Packed`] (default) | its [packed parts](#packed-parts), each a 1-D tensor `<name>.<part>` (U8 parts as GGML I8) | exact, by quantlens |
-//! | any other quantized tensor, [`GgufFallback::DequantizeF16`] | F16 of the dequantized values | by every reader |
+//! | any other quantized tensor (including any with input scales), [`GgufFallback::Packed`] (default) | its [packed parts](#packed-parts), each a 1-D tensor `<name>.<part>` (U8 parts as GGML I8) | exact, by quantlens |
+//! | any other quantized tensor, [`GgufFallback::DequantizeF16`] | F16 of the dequantized (effective) values | by every reader |
 //!
 //! Metadata: `general.architecture` and `general.name` (`quantlens` unless set),
 //! `general.alignment` (u32 32), `quantlens.version` (u32 1), the caller's keys, then for
@@ -77,6 +77,7 @@
 //! | `<name>.zeros` | U8 | packed zero points (the format's bits each) | asymmetric uniform |
 //! | `<name>.codebook` | F32; F16 for f16-stored levels | the level tables, end to end | codebook |
 //! | `<name>.offsets` (or `.offset_codes` + `.offset_blocks`) | as scales | one offset per group | affine |
+//! | `<name>.input_scales` (or `.input_scale_codes` + `.input_scale_blocks`) | as scales | one scale per input channel ([`QuantizedTensor::input_scales`](crate::QuantizedTensor::input_scales)) | AWQ, SmoothQuant |
 //!
 //! | field | value |
 //! |---|---|
@@ -87,8 +88,8 @@
 //! | `shape` | row-major dimensions, comma-separated (`4,64`; empty for a scalar) |
 //! | `dtype` | `f32`, `f16` or `bf16`: what `dequantize` returns |
 //! | `group_len` | consecutive elements per group |
-//! | `scale_dtype` (`offset_dtype`) | `f32`, `f16`, `bf16`, `e8m0` or `double` |
-//! | `scale_block_len`, `scale_mean` (`offset_…`) | double quantization: codes per block, the mean added back |
+//! | `scale_dtype` (`offset_dtype`, `input_scale_dtype`) | `f32`, `f16`, `bf16`, `e8m0` or `double` |
+//! | `scale_block_len`, `scale_mean` (`offset_…`, `input_scale_…`) | double quantization: codes per block, the mean added back |
 //! | `codebook_table_len` | levels per table |
 //! | `codebook_storage` | `f32`, `f16` or `implicit` (implicit levels are written as F32 all the same, so a file stands alone) |
 //!

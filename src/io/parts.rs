@@ -53,7 +53,7 @@ pub(crate) struct Layout {
 }
 
 /// Every part suffix the layout can produce, so that readers can claim them.
-pub(crate) const PART_SUFFIXES: [&str; 9] = [
+pub(crate) const PART_SUFFIXES: [&str; 12] = [
     "codes",
     "scales",
     "zeros",
@@ -63,6 +63,9 @@ pub(crate) const PART_SUFFIXES: [&str; 9] = [
     "scale_blocks",
     "offset_codes",
     "offset_blocks",
+    "input_scales",
+    "input_scale_codes",
+    "input_scale_blocks",
 ];
 
 pub(crate) fn dtype_tag(dtype: DType) -> &'static str {
@@ -125,6 +128,9 @@ pub(crate) fn split(q: &QuantizedTensor) -> Layout {
     if let Some(o) = q.offsets() {
         split_scales(&mut l, "offset", o);
     }
+    if let Some(s) = q.input_scales() {
+        split_scales(&mut l, "input_scale", s);
+    }
     l
 }
 
@@ -155,8 +161,9 @@ fn f16_part(suffix: &str, v: &[f32]) -> Part {
     }
 }
 
-/// Scales (`stem` = `scale`) or offsets (`stem` = `offset`): part `<stem>s` in their dtype,
-/// or `<stem>_codes` + `<stem>_blocks` when double-quantized.
+/// Scales (`stem` = `scale`), offsets (`stem` = `offset`) or input scales (`stem` =
+/// `input_scale`): part `<stem>s` in their dtype, or `<stem>_codes` + `<stem>_blocks` when
+/// double-quantized.
 fn split_scales(l: &mut Layout, stem: &'static str, s: &Scales) {
     let (dtype_key, block_key, mean_key) = stem_keys(stem);
     let plural = format!("{stem}s");
@@ -187,10 +194,14 @@ fn split_scales(l: &mut Layout, stem: &'static str, s: &Scales) {
 }
 
 fn stem_keys(stem: &str) -> (&'static str, &'static str, &'static str) {
-    if stem == "scale" {
-        ("scale_dtype", "scale_block_len", "scale_mean")
-    } else {
-        ("offset_dtype", "offset_block_len", "offset_mean")
+    match stem {
+        "scale" => ("scale_dtype", "scale_block_len", "scale_mean"),
+        "input_scale" => (
+            "input_scale_dtype",
+            "input_scale_block_len",
+            "input_scale_mean",
+        ),
+        _ => ("offset_dtype", "offset_block_len", "offset_mean"),
     }
 }
 
@@ -349,6 +360,10 @@ pub(crate) fn join(src: &mut dyn PartSource) -> Result<QuantizedTensor, String> 
         Some(_) => Some(join_scales(src, "offset")?),
         None => None,
     };
+    let input_scales = match src.field("input_scale_dtype")? {
+        Some(_) => Some(join_scales(src, "input_scale")?),
+        None => None,
+    };
     QuantizedTensor::assemble(QuantizedParts {
         shape,
         dtype,
@@ -359,6 +374,7 @@ pub(crate) fn join(src: &mut dyn PartSource) -> Result<QuantizedTensor, String> 
         zeros,
         codebook,
         offsets,
+        input_scales,
     })
     .map_err(|e| e.to_string())
 }

@@ -80,12 +80,26 @@ pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<Quan
     )
 }
 
+/// Which weight a decode produces for a tensor with input scales (the same for one without).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Domain {
+    /// `Q(W·diag(s))·diag(s)⁻¹`: each decoded value divided by its column's input scale.
+    Effective,
+    /// `Q(W·diag(s))`: the codes as they are.
+    Smoothed,
+}
+
 /// Decode `q` into a `dtype` tensor on `device`.
-pub(crate) fn dequantize(q: &QuantizedTensor, device: &Device, dtype: DType) -> Result<Tensor> {
+pub(crate) fn dequantize(
+    q: &QuantizedTensor,
+    device: &Device,
+    dtype: DType,
+    domain: Domain,
+) -> Result<Tensor> {
     let host = match dtype {
-        DType::F32 => cpu::decode::dequantize::<f32>(q)?,
-        DType::F16 => cpu::decode::dequantize::<half::f16>(q)?,
-        DType::BF16 => cpu::decode::dequantize::<half::bf16>(q)?,
+        DType::F32 => cpu::decode::dequantize::<f32>(q, domain)?,
+        DType::F16 => cpu::decode::dequantize::<half::f16>(q, domain)?,
+        DType::BF16 => cpu::decode::dequantize::<half::bf16>(q, domain)?,
         other => {
             return Err(Error::UnsupportedDType {
                 what: "dequantized tensor",

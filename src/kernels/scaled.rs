@@ -133,6 +133,7 @@ pub(crate) fn quantize_scaled(weight: &Tensor, job: &ScaledJob) -> Result<Quanti
         zeros: None,
         offsets: None,
         codebook: None,
+        input_scales: None,
     })
 }
 

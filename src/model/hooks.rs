@@ -110,6 +110,12 @@ impl LayerFilter {
 /// Streams the inputs of the selected layers into one [`Calibration`] per layer, without
 /// keeping the activations.
 ///
+/// A packed layer with [input scales](crate::QuantizedTensor::input_scales) (AWQ,
+/// SmoothQuant) hands its hooks the smoothed input `x·diag(s)⁻¹`, so that is what is captured
+/// there (what a static activation scale for that layer must cover);
+/// [`SequentialQuantization`](super::SequentialQuantization) densifies such layers before
+/// capturing their inputs for re-quantization.
+///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// use quantlens::model::{CaptureInputs, LinearLayer};
@@ -168,7 +174,8 @@ impl ForwardHook for CaptureInputs {
 
 /// Fake-quantizes the selected layers' inputs with a [`Quantizer`], one row (token or example)
 /// at a time: with a per-channel spec this is the usual dynamic per-token activation
-/// quantization (the "A8" of W8A8).
+/// quantization (the "A8" of W8A8). Layers packed by
+/// [`SmoothQuantizer`](crate::SmoothQuantizer) hand it their smoothed inputs.
 pub struct QuantizeActivations {
     quantizer: Box<dyn Quantizer>,
     filter: LayerFilter,

@@ -148,7 +148,8 @@ impl LinearLayer {
         &self.device
     }
 
-    /// The weight as a dense f32 tensor on the layer's device; packed weights are dequantized.
+    /// The weight as a dense f32 tensor on the layer's device; packed weights are dequantized
+    /// (to the effective weight when they carry input scales).
     pub fn dense_weight(&self) -> Result<Tensor> {
         match &self.weight {
             LayerWeight::Dense(t) => Ok(t.to_dtype(DType::F32)?),
@@ -182,6 +183,14 @@ impl LinearLayer {
 
     /// Apply the layer to `x: [..., in_features]`, passing `x` through `hooks` first (which may
     /// observe it, replace it, or stop the forward pass).
+    ///
+    /// A packed weight with [input scales](QuantizedTensor::input_scales) `s` (AWQ,
+    /// SmoothQuant) divides `x` by `s` first (in f32, rounded once to `x`'s dtype), hands the
+    /// smoothed input `x·diag(s)⁻¹` to the hooks, and multiplies it by the smoothed weight
+    /// `Q(W·diag(s))`: the same function as the effective weight of
+    /// [`dense_weight`](Self::dense_weight) up to rounding, but activation quantization
+    /// ([`QuantizeActivations`](crate::model::QuantizeActivations)) and calibration capture see
+    /// the smoothed activations, as in a deployed W8A8 SmoothQuant model.
     pub fn forward(&self, x: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
         let in_features = self.in_features();
         if x.dims().last() != Some(&in_features) {
@@ -191,11 +200,21 @@ impl LinearLayer {
                 x.dims()
             )));
         }
+        // A smoothed weight (AWQ, SmoothQuant) computes (X·diag(s)⁻¹)·Q(W·diag(s))ᵀ: the
+        // division comes before the hooks, so activation quantization sees the smoothed input.
+        let smoothed = match &self.weight {
+            LayerWeight::Packed(q) => match q.input_scales() {
+                Some(s) => Some(divide_channels(x, &s.to_f32_vec())?),
+                None => None,
+            },
+            LayerWeight::Dense(_) => None,
+        };
+        let x = smoothed.as_ref().unwrap_or(x);
         let hooked = hooks.layer_input(&self.name, x)?;
         let x = hooked.as_ref().unwrap_or(x);
         let w = match &self.weight {
             LayerWeight::Dense(t) => t.clone(),
-            LayerWeight::Packed(q) => q.dequantize_to(x.device(), x.dtype())?,
+            LayerWeight::Packed(q) => q.dequantize_smoothed_to(x.device(), x.dtype())?,
         };
         let w = if w.dtype() == x.dtype() {
             w
@@ -214,6 +233,14 @@ impl LinearLayer {
         out_dims.push(self.out_features());
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// `x / s` along the last dimension, computed in f32 and returned in `x`'s dtype.
+fn divide_channels(x: &Tensor, s: &[f32]) -> Result<Tensor> {
+    let s = Tensor::from_slice(s, s.len(), x.device())?;
+    Ok(x.to_dtype(DType::F32)?
+        .broadcast_div(&s)?
+        .to_dtype(x.dtype())?)
 }
 
 fn check_weight_rank(weight: &LayerWeight) -> Result<()> {

@@ -178,6 +178,19 @@ impl<'a> SequentialQuantization<'a> {
             layers: Vec::with_capacity(total),
         };
         for stage in &stages {
+            if data_aware {
+                // A packed layer with input scales hands its hooks X·diag(s)⁻¹; the statistics
+                // must describe X, the input of the weight that is about to be re-quantized.
+                for name in stage {
+                    let layer = model.linear_layer(name)?;
+                    if let LayerWeight::Packed(q) = layer.weight()
+                        && q.input_scales().is_some()
+                    {
+                        let dense = layer.dense_weight()?;
+                        model.set_weight(name, LayerWeight::Dense(dense))?;
+                    }
+                }
+            }
             let calibrations = if data_aware {
                 let mut capture = CaptureInputs::new(LayerFilter::Only(stage.clone()));
                 for batch in &self.calibration {

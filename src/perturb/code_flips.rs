@@ -207,6 +207,7 @@ impl CodeFlips {
             zeros: qt.zeros().cloned(),
             offsets: qt.offsets().cloned(),
             codebook: qt.codebook().cloned(),
+            input_scales: qt.input_scales().cloned(),
         })?;
         Ok((tensor, counts))
     }

@@ -170,6 +170,7 @@ impl Quantizer for AffineQuantizer {
             zeros: None,
             codebook: None,
             offsets: Some(Scales::from_f32(offsets, self.scale_dtype)),
+            input_scales: None,
         })
     }
 }

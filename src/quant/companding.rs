@@ -158,6 +158,7 @@ impl Quantizer for CompandingQuantizer {
                 1 << self.bits,
                 LevelStorage::Implicit,
             )?),
+            input_scales: None,
         })
     }
 }

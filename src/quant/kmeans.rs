@@ -421,6 +421,7 @@ impl Quantizer for KMeansQuantizer {
             zeros: None,
             offsets: None,
             codebook: Some(codebook),
+            input_scales: None,
         })
     }
 }

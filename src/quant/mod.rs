@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod affine;
+pub mod awq;
 pub mod calibration;
 pub mod codebook;
 pub mod companding;
@@ -11,10 +12,13 @@ pub(crate) mod grid;
 pub mod kmeans;
 pub mod nf4;
 pub mod nullspace;
+pub mod output_error;
 pub mod packing;
 pub mod quantizer;
 pub mod reconstruction;
 pub mod scales;
+mod smoothing;
+pub mod smoothquant;
 pub mod spec;
 pub(crate) mod sym_eigen;
 pub mod tensor;
@@ -23,6 +27,7 @@ pub mod uniform;
 
 pub use activation::{ActivationFormat, ActivationQuantizer};
 pub use affine::AffineQuantizer;
+pub use awq::{AwqQuantizer, AwqSearch};
 pub use calibration::Calibration;
 pub use codebook::{Codebook, LevelStorage};
 pub use companding::CompandingQuantizer;
@@ -35,6 +40,7 @@ pub use packing::PackedCodes;
 pub use quantizer::Quantizer;
 pub use reconstruction::Reconstruction;
 pub use scales::{DoubleQuantScales, Scales};
+pub use smoothquant::SmoothQuantizer;
 pub use spec::{Granularity, QuantSpec, Rounding, ScaleDType};
 pub use tensor::{QuantFormat, QuantizedParts, QuantizedTensor};
 pub use ternary::{TernaryQuantizer, TernaryRule};

@@ -201,6 +201,7 @@ impl Quantizer for Nf4Quantizer {
                 16,
                 LevelStorage::Implicit,
             )?),
+            input_scales: None,
         })
     }
 }

@@ -76,7 +76,7 @@ impl QuantFormat {
 /// Everything a [`QuantizedTensor`] is made of, for [`QuantizedTensor::assemble`].
 ///
 /// `zeros` is for asymmetric uniform formats only, `codebook` for codebook formats only,
-/// `offsets` for affine formats only.
+/// `offsets` for affine formats only; `input_scales` may accompany any format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedParts {
     /// Shape of the original tensor.
@@ -97,6 +97,10 @@ pub struct QuantizedParts {
     pub codebook: Option<Codebook>,
     /// One offset per group (affine formats).
     pub offsets: Option<Scales>,
+    /// One positive scale `s_j` per input channel (the last dimension), for weights smoothed
+    /// by AWQ or SmoothQuant: the codes then encode `W·diag(s)` (see
+    /// [`QuantizedTensor::input_scales`]). `None` for plain quantization.
+    pub input_scales: Option<Scales>,
 }
 
 /// A quantized weight matrix: packed codes plus the per-group parameters to decode them.
@@ -116,6 +120,7 @@ pub struct QuantizedTensor {
     zeros: Option<PackedCodes>,
     codebook: Option<Codebook>,
     offsets: Option<Scales>,
+    input_scales: Option<Scales>,
 }
 
 impl QuantizedTensor {
@@ -143,6 +148,7 @@ impl QuantizedTensor {
             zeros,
             codebook: None,
             offsets: None,
+            input_scales: None,
         })
     }
 
@@ -150,8 +156,9 @@ impl QuantizedTensor {
     /// together: codes match the element count and the format's bits, one finite scale per
     /// group, zero points exactly for asymmetric uniform formats, a codebook (whose tables
     /// evenly divide the groups) exactly for codebook formats, one finite offset per group
-    /// exactly for affine formats, and no code that decodes to a non-value (ternary code 3,
-    /// FP8 NaN or infinity codes).
+    /// exactly for affine formats, input scales (if any) one per input channel, finite and
+    /// positive, and no code that decodes to a non-value (ternary code 3, FP8 NaN or infinity
+    /// codes).
     pub fn assemble(parts: QuantizedParts) -> Result<Self> {
         let QuantizedParts {
             shape,
@@ -163,6 +170,7 @@ impl QuantizedTensor {
             zeros,
             codebook,
             offsets,
+            input_scales,
         } = parts;
         let numel: usize = shape.iter().product();
         let bad = |m: String| Err(Error::InconsistentParts(m));
@@ -239,6 +247,22 @@ impl QuantizedTensor {
             (Some(_), _) => return bad("offsets on a format that has none".into()),
             (None, _) => {}
         }
+        if let Some(s) = &input_scales {
+            let channels = shape.last().copied().unwrap_or(0);
+            if shape.len() < 2 || s.len() != channels {
+                return bad(format!(
+                    "{} input scales for shape {shape:?} (one per input channel, the last \
+                     dimension of a matrix)",
+                    s.len()
+                ));
+            }
+            if let Some(j) = (0..channels).find(|&j| !(s.get(j).is_finite() && s.get(j) > 0.0)) {
+                return bad(format!(
+                    "input scale {j} = {} is not finite and positive",
+                    s.get(j)
+                ));
+            }
+        }
         if let Some(levels) = format.unit_levels() {
             // Codes past the table (ternary 3) or standing for NaN/∞ (FP8) are not values.
             let invalid: Vec<bool> = (0..1usize << format.code_bits())
@@ -262,33 +286,25 @@ impl QuantizedTensor {
             zeros,
             codebook,
             offsets,
+            input_scales,
         })
     }
 
-    /// Take the tensor apart, e.g. to change its scales and [`assemble`](Self::assemble) it
-    /// again (which re-checks everything).
+    /// Take the tensor apart again: `QuantizedTensor::assemble(q.clone().into_parts())`
+    /// gives back `q`. Wrapping quantizers (AWQ, SmoothQuant) use it to attach input scales
+    /// to what their base quantizer produced.
     pub fn into_parts(self) -> QuantizedParts {
-        let QuantizedTensor {
-            shape,
-            dtype,
-            format,
-            group_len,
-            codes,
-            scales,
-            zeros,
-            offsets,
-            codebook,
-        } = self;
         QuantizedParts {
-            shape,
-            dtype,
-            format,
-            group_len,
-            codes,
-            scales,
-            zeros,
-            offsets,
-            codebook,
+            shape: self.shape,
+            dtype: self.dtype,
+            format: self.format,
+            group_len: self.group_len,
+            codes: self.codes,
+            scales: self.scales,
+            zeros: self.zeros,
+            codebook: self.codebook,
+            offsets: self.offsets,
+            input_scales: self.input_scales,
         }
     }
 
@@ -332,8 +348,46 @@ impl QuantizedTensor {
     pub fn offsets(&self) -> Option<&Scales> {
         self.offsets.as_ref()
     }
+    /// The per-input-channel scales `s` of a smoothed weight (AWQ, SmoothQuant), if any.
+    ///
+    /// With input scales the codes, scales and levels describe the *smoothed* weight
+    /// `W·diag(s)` (column `j` multiplied by `s_j`): [`dequantize_smoothed`] decodes it, and
+    /// [`dequantize`] returns the effective weight `Q(W·diag(s))·diag(s)⁻¹`, each decoded value
+    /// divided by its column's `s_j` (one f32 division), which is what the layer computes with.
+    /// A [`LinearLayer`](crate::model::LinearLayer) holding the packed tensor divides its input
+    /// by `s` instead and multiplies by the smoothed weight, so activation hooks see `X·diag(s)⁻¹`.
+    ///
+    /// [`dequantize_smoothed`]: Self::dequantize_smoothed
+    /// [`dequantize`]: Self::dequantize
+    ///
+    /// ```
+    /// # use candle_core::{DType, Device, Tensor};
+    /// use half::f16;
+    /// use quantlens::{QuantSpec, QuantizedTensor, Quantizer, ScaleDType, Scales, UniformQuantizer};
+    ///
+    /// // Quantize W·diag(s) for s = (2, 0.5), then attach s.
+    /// let w = Tensor::new(&[[0.25f32, 1.0], [-0.5, 2.0]], &Device::Cpu)?;
+    /// let s = Tensor::new(&[2f32, 0.5], &Device::Cpu)?;
+    /// let spec = QuantSpec::int8().per_channel().with_scale_dtype(ScaleDType::F32);
+    /// let smoothed = UniformQuantizer::new(spec)?.quantize(&w.broadcast_mul(&s)?, None)?;
+    /// let mut parts = smoothed.into_parts();
+    /// parts.input_scales = Some(Scales::F16(vec![f16::from_f32(2.0), f16::from_f32(0.5)]));
+    /// let qt = QuantizedTensor::assemble(parts)?;
+    /// assert_eq!(qt.input_scales().map(|s| s.to_f32_vec()), Some(vec![2.0, 0.5]));
+    /// // The effective weight is close to W, the smoothed one to W·diag(s).
+    /// let eff = qt.dequantize(&Device::Cpu)?.to_vec2::<f32>()?;
+    /// let raw = qt.dequantize_smoothed(&Device::Cpu)?.to_vec2::<f32>()?;
+    /// assert!((eff[1][0] + 0.5).abs() < 0.01 && (raw[1][0] + 1.0).abs() < 0.01);
+    /// assert_eq!(eff[1][1], raw[1][1] / 0.5);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn input_scales(&self) -> Option<&Scales> {
+        self.input_scales.as_ref()
+    }
     /// Every value group `g` can decode to, ascending, without duplicates: the grid a
-    /// weight of that group is rounded onto.
+    /// weight of that group is rounded onto. For a tensor with
+    /// [`input_scales`](Self::input_scales) these are levels of the smoothed weight `W·diag(s)`
+    /// ([`dequantize_smoothed`](Self::dequantize_smoothed)), as is [`step`](Self::step).
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
@@ -395,16 +449,18 @@ impl QuantizedTensor {
             _ => None,
         }
     }
-    /// True storage in bytes: packed codes, scales, zero points, stored codebook levels and
-    /// offsets.
+    /// True storage in bytes: packed codes, scales, zero points, stored codebook levels,
+    /// offsets and input scales.
     pub fn storage_bytes(&self) -> usize {
         self.codes.storage_bytes()
             + self.scales.storage_bytes()
             + self.zeros.as_ref().map_or(0, PackedCodes::storage_bytes)
             + self.codebook.as_ref().map_or(0, Codebook::storage_bytes)
             + self.offsets.as_ref().map_or(0, Scales::storage_bytes)
+            + self.input_scales.as_ref().map_or(0, Scales::storage_bytes)
     }
-    /// Storage bits per weight, scales, zero points, codebooks and offsets included.
+    /// Storage bits per weight, scales, zero points, codebooks, offsets and input scales
+    /// included.
     ///
     /// ```
     /// # use candle_core::{Device, Tensor};
@@ -418,12 +474,25 @@ impl QuantizedTensor {
     pub fn bits_per_weight(&self) -> f64 {
         self.storage_bytes() as f64 * 8.0 / self.numel() as f64
     }
-    /// Decode to a tensor of the original dtype on `device`.
+    /// Decode to a tensor of the original dtype on `device`: the weight the quantized layer
+    /// computes with. For a tensor with [`input_scales`](Self::input_scales) this is the
+    /// effective weight `Q(W·diag(s))·diag(s)⁻¹`.
     ///
     /// Decoding runs on the device's kernel backend; devices without one yet (CUDA, Metal)
     /// decode on the host and upload the result.
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         self.dequantize_to(device, self.dtype)
+    }
+    /// Decode the smoothed weight `Q(W·diag(s))` in the original dtype, without dividing by
+    /// the [`input_scales`](Self::input_scales); the same as [`dequantize`](Self::dequantize)
+    /// for a tensor without them.
+    pub fn dequantize_smoothed(&self, device: &Device) -> Result<Tensor> {
+        self.dequantize_smoothed_to(device, self.dtype)
+    }
+    /// [`dequantize_smoothed`](Self::dequantize_smoothed) to a tensor of `dtype` (f32, f16 or
+    /// bf16) on `device`.
+    pub fn dequantize_smoothed_to(&self, device: &Device, dtype: DType) -> Result<Tensor> {
+        crate::kernels::dequantize(self, device, dtype, crate::kernels::Domain::Smoothed)
     }
     /// Decode into a caller-owned f32 buffer of [`numel`](Self::numel) elements, row-major.
     ///
@@ -448,13 +517,14 @@ impl QuantizedTensor {
                 self.numel()
             )));
         }
-        crate::kernels::cpu::decode::decode_into(self, out);
+        crate::kernels::cpu::decode::decode_into(self, out, crate::kernels::Domain::Effective);
         Ok(())
     }
 
-    /// Decode to a tensor of `dtype` (f32, f16 or bf16) on `device`.
+    /// Decode to a tensor of `dtype` (f32, f16 or bf16) on `device` (the effective weight, as
+    /// [`dequantize`](Self::dequantize)).
     pub fn dequantize_to(&self, device: &Device, dtype: DType) -> Result<Tensor> {
-        crate::kernels::dequantize(self, device, dtype)
+        crate::kernels::dequantize(self, device, dtype, crate::kernels::Domain::Effective)
     }
 }
 
@@ -495,6 +565,7 @@ mod tests {
             zeros: None,
             offsets: None,
             codebook: None,
+            input_scales: None,
         }
     }
 
@@ -530,5 +601,38 @@ mod tests {
         let mut q = parts(QuantFormat::Ternary, vec![0, 1]);
         q.codebook = Some(Codebook::new(vec![0.0; 4], 4, crate::LevelStorage::F32).unwrap());
         assert!(QuantizedTensor::assemble(q).is_err()); // codebook on a fixed-table format
+    }
+
+    #[test]
+    fn input_scales_must_be_one_positive_finite_value_per_column() {
+        let mut p = parts(QuantFormat::Ternary, vec![0, 1, 2, 1]);
+        p.shape = vec![2, 2];
+        p.group_len = 4;
+        let with = |v: Vec<f32>| QuantizedParts {
+            input_scales: Some(Scales::F32(v)),
+            ..p.clone()
+        };
+        let q = QuantizedTensor::assemble(with(vec![2.0, 0.5])).unwrap();
+        assert_eq!(q.storage_bytes(), 1 + 4 + 8);
+        assert_eq!(
+            QuantizedTensor::assemble(q.clone().into_parts()).unwrap(),
+            q
+        );
+        for bad in [
+            vec![1.0],
+            vec![1.0, 1.0, 1.0],
+            vec![1.0, 0.0],
+            vec![-1.0, 1.0],
+        ] {
+            let err = QuantizedTensor::assemble(with(bad.clone())).unwrap_err();
+            assert!(err.to_string().contains("input scale"), "{bad:?}: {err}");
+        }
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(QuantizedTensor::assemble(with(vec![1.0, bad])).is_err());
+        }
+        // A vector is no matrix: no input channels to scale.
+        let mut flat = with(vec![1.0, 1.0, 1.0, 1.0]);
+        flat.shape = vec![4];
+        assert!(QuantizedTensor::assemble(flat).is_err());
     }
 }

@@ -159,6 +159,7 @@ impl Quantizer for TernaryQuantizer {
             zeros: None,
             offsets: None,
             codebook: None,
+            input_scales: None,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use candle_core::{DType, Device, Tensor};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-use crate::quant::{QuantizedTensor, Quantizer};
+use crate::quant::{Calibration, QuantizedTensor, Quantizer};
 use crate::testing::strategies::{WeightMatrix, weight_matrix};
 
 /// How far a dequantized weight may be from the original, in units of its group's step
@@ -39,6 +39,7 @@ pub struct Conformance {
     log10_magnitude: std::ops::RangeInclusive<f64>,
     dtypes: Vec<DType>,
     bound: ErrorBound,
+    calibrated: bool,
 }
 
 impl Default for Conformance {
@@ -58,6 +59,7 @@ impl Conformance {
             log10_magnitude: -6.0..=4.0,
             dtypes: vec![DType::F32, DType::F16, DType::BF16],
             bound: ErrorBound::HalfStep,
+            calibrated: false,
         }
     }
     /// Number of generated matrices.
@@ -95,6 +97,12 @@ impl Conformance {
         self.bound = bound;
         self
     }
+    /// Hand the quantizer a [`Calibration`] with every call (for data-aware quantizers such as
+    /// AWQ and SmoothQuant): [`test_calibration`] of the matrix's width.
+    pub fn calibrated(mut self) -> Self {
+        self.calibrated = true;
+        self
+    }
 
     /// Run the suite: every generated case through [`check_case`], then [`check_bad_inputs`].
     ///
@@ -114,16 +122,46 @@ impl Conformance {
             ..Config::default()
         });
         let bound = self.bound;
+        let calibrated = self.calibrated;
         let result = runner.run(&strategy, |w| {
-            check_case(q, &w, bound).map_err(TestCaseError::fail)
+            let calib = calibrated.then(|| test_calibration(w.cols, 0));
+            check_case_with(q, &w, bound, calib.as_ref()).map_err(TestCaseError::fail)
         });
         if let Err(e) = result {
             panic!("{} fails conformance: {e}", q.name());
         }
-        if let Err(e) = check_bad_inputs(q) {
+        let calib = calibrated.then(|| test_calibration(64, 1));
+        if let Err(e) = check_bad_inputs_with(q, calib.as_ref()) {
             panic!("{} fails conformance on bad input: {e}", q.name());
         }
     }
+}
+
+/// Seeded calibration statistics for a layer of `in_features` inputs: 64 rows of
+/// near-Gaussian values (sum of three uniforms) in which every 16th channel (starting at 3)
+/// is 20× larger — the salient channels activation-aware methods look for.
+pub fn test_calibration(in_features: usize, seed: u64) -> Calibration {
+    let mut rng = crate::rng::SplitMix64::new(0xCA11_B4A7 ^ seed);
+    let rows = 64;
+    let data: Vec<f32> = (0..rows * in_features)
+        .map(|i| {
+            let u = rng.next_f32() + rng.next_f32() + rng.next_f32() - 1.5;
+            if i % in_features % 16 == 3 {
+                20.0 * u
+            } else {
+                u
+            }
+        })
+        .collect();
+    let mut calib = Calibration::new(in_features);
+    if in_features > 0 {
+        // Finite values of the right width: `observe` cannot fail on them.
+        let x = Tensor::from_vec(data, (rows, in_features), &Device::Cpu);
+        if let Ok(x) = x {
+            calib.observe(&x).ok();
+        }
+    }
+    calib
 }
 
 /// Run `f`, turning a panic into an error message.
@@ -164,9 +202,24 @@ fn dtype_rounding(dtype: DType) -> (f32, f32) {
 /// * `dequantize` keeps shape and dtype and equals `fake_quantize` bit for bit;
 /// * every element is within the [`ErrorBound`] of its group's step;
 /// * quantizing again, and again on a one-thread pool, gives the same bytes.
+///
+/// For a tensor with [input scales](QuantizedTensor::input_scales) `s`, the bounds apply to
+/// the smoothed weight `w·s` (in f32) and its decode
+/// ([`dequantize_smoothed`](QuantizedTensor::dequantize_smoothed)), and `dequantize` must be
+/// that decode divided by `s`, bit for bit in f32.
 pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Result<(), String> {
+    check_case_with(q, w, bound, None)
+}
+
+/// [`check_case`] with a calibration handed to every `quantize` and `fake_quantize` call.
+pub fn check_case_with(
+    q: &dyn Quantizer,
+    w: &WeightMatrix,
+    bound: ErrorBound,
+    calib: Option<&Calibration>,
+) -> Result<(), String> {
     let t = w.to_tensor().map_err(|e| e.to_string())?;
-    let qt: QuantizedTensor = no_panic("quantize", || q.quantize(&t, None))?
+    let qt: QuantizedTensor = no_panic("quantize", || q.quantize(&t, calib))?
         .map_err(|e| format!("quantize failed on valid input: {e}"))?;
     if qt.shape() != [w.rows, w.cols] || qt.dtype() != w.dtype || qt.numel() != w.rows * w.cols {
         return Err(format!(
@@ -198,7 +251,7 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
 
     let deq = no_panic("dequantize", || qt.dequantize(&Device::Cpu))?.map_err(|e| e.to_string())?;
     let fake =
-        no_panic("fake_quantize", || q.fake_quantize(&t, None))?.map_err(|e| e.to_string())?;
+        no_panic("fake_quantize", || q.fake_quantize(&t, calib))?.map_err(|e| e.to_string())?;
     for (name, x) in [("dequantize", &deq), ("fake_quantize", &fake)] {
         if x.dims() != t.dims() || x.dtype() != t.dtype() {
             return Err(format!("{name} returned {:?} {:?}", x.dims(), x.dtype()));
@@ -213,6 +266,53 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         ));
     }
 
+    // The weight the codes encode and its decode: W and Ŵ, or W·diag(s) and Q(W·diag(s)).
+    let (reference, decoded) = match qt.input_scales() {
+        None => (w.clone(), deq_v),
+        Some(s) => {
+            let s = s.to_f32_vec();
+            let smoothed = no_panic("dequantize_smoothed", || {
+                qt.dequantize_smoothed(&Device::Cpu)
+            })?
+            .map_err(|e| e.to_string())?;
+            if smoothed.dims() != t.dims() || smoothed.dtype() != t.dtype() {
+                return Err(format!(
+                    "dequantize_smoothed returned {:?} {:?}",
+                    smoothed.dims(),
+                    smoothed.dtype()
+                ));
+            }
+            let eff = qt
+                .dequantize_to(&Device::Cpu, DType::F32)
+                .map_err(|e| e.to_string())
+                .and_then(|t| values(&t))?;
+            let raw = qt
+                .dequantize_smoothed_to(&Device::Cpu, DType::F32)
+                .map_err(|e| e.to_string())
+                .and_then(|t| values(&t))?;
+            let cols = w.cols;
+            if let Some(i) =
+                (0..eff.len()).find(|&i| eff[i].to_bits() != (raw[i] / s[i % cols]).to_bits())
+            {
+                return Err(format!(
+                    "dequantize at {i} is {}, not the smoothed {} / input scale {}",
+                    eff[i],
+                    raw[i],
+                    s[i % cols]
+                ));
+            }
+            let mut reference = w.clone();
+            reference.data = w
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| x * s[i % cols])
+                .collect();
+            (reference, values(&smoothed)?)
+        }
+    };
+    let w = &reference;
+    let deq_v = decoded;
     if matches!(bound, ErrorBound::NearestLevel | ErrorBound::AdjacentLevel) {
         check_levels(&qt, w, &deq_v, bound)?;
     }
@@ -240,7 +340,7 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         }
     }
 
-    let again = q.quantize(&t, None).map_err(|e| e.to_string())?;
+    let again = q.quantize(&t, calib).map_err(|e| e.to_string())?;
     if again != qt {
         return Err("quantizing twice gave different results".into());
     }
@@ -249,7 +349,7 @@ pub fn check_case(q: &dyn Quantizer, w: &WeightMatrix, bound: ErrorBound) -> Res
         .build()
         .map_err(|e| e.to_string())?;
     let single = pool
-        .install(|| q.quantize(&t, None))
+        .install(|| q.quantize(&t, calib))
         .map_err(|e| e.to_string())?;
     if single != qt {
         return Err("one thread and many threads gave different results".into());
@@ -313,6 +413,13 @@ fn check_levels(
 /// Bad input must give an `Err`, never a panic and never a result: tensors of rank 1 and 3,
 /// an empty matrix, NaN and ±Inf weights, and an integer dtype.
 pub fn check_bad_inputs(q: &dyn Quantizer) -> Result<(), String> {
+    check_bad_inputs_with(q, None)
+}
+
+/// [`check_bad_inputs`] with a calibration (of 64 input features, the width of the bad
+/// matrices) handed to every call, so that a data-aware quantizer gets past its calibration
+/// check and must refuse the weights themselves.
+pub fn check_bad_inputs_with(q: &dyn Quantizer, calib: Option<&Calibration>) -> Result<(), String> {
     let dev = Device::Cpu;
     let ok = |r: candle_core::Result<Tensor>| r.map_err(|e| e.to_string());
     let m = |v: f32| {
@@ -330,11 +437,11 @@ pub fn check_bad_inputs(q: &dyn Quantizer) -> Result<(), String> {
         ("u32 dtype", ok(Tensor::ones((4, 64), DType::U32, &dev))?),
     ];
     for (what, t) in cases {
-        match no_panic(what, || q.quantize(&t, None))? {
+        match no_panic(what, || q.quantize(&t, calib))? {
             Err(_) => {}
             Ok(_) => return Err(format!("{what}: quantize returned Ok")),
         }
-        if no_panic(what, || q.fake_quantize(&t, None))?.is_ok() {
+        if no_panic(what, || q.fake_quantize(&t, calib))?.is_ok() {
             return Err(format!("{what}: fake_quantize returned Ok"));
         }
     }

@@ -21,5 +21,8 @@
 pub mod conformance;
 pub mod strategies;
 
-pub use conformance::{Conformance, ErrorBound, check_bad_inputs, check_case};
+pub use conformance::{
+    Conformance, ErrorBound, check_bad_inputs, check_bad_inputs_with, check_case, check_case_with,
+    test_calibration,
+};
 pub use strategies::{WeightKind, WeightMatrix, weight_matrix};

@@ -5,12 +5,17 @@
 //! the group's scale. Both are one f32 multiply per element, so the result is the same one
 //! rounding whichever path a format takes. Affine grids decode as `q · scale + offset`: a
 //! multiply and an add, rounded separately (GGML's Q4_1 expression, bit for bit).
+//!
+//! A tensor with input scales (AWQ, SmoothQuant) decodes to the effective weight by dividing
+//! each decoded f32 by its column's scale (one IEEE division, before any conversion to f16 or
+//! bf16), or to the smoothed weight by skipping that division.
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::Domain;
 use crate::kernels::multiversion::multiversion;
 use crate::quant::affine;
 use crate::quant::grid::UniformParams;
@@ -32,6 +37,14 @@ multiversion! {
     fn decode_affine(q: &[u8], scale: f32, offset: f32, out: &mut [f32]) {
         for (o, &c) in out.iter_mut().zip(q) {
             *o = affine::decode(scale, offset, c);
+        }
+    }
+}
+
+multiversion! {
+    fn divide(out: &mut [f32], by: &[f32]) {
+        for (o, &s) in out.iter_mut().zip(by) {
+            *o /= s;
         }
     }
 }
@@ -78,9 +91,12 @@ impl OutElem for bf16 {
 }
 
 /// Decode every element of `q` into a new host tensor of element type `T`.
-pub(crate) fn dequantize<T: OutElem>(q: &QuantizedTensor) -> Result<candle_core::Tensor> {
+pub(crate) fn dequantize<T: OutElem>(
+    q: &QuantizedTensor,
+    domain: Domain,
+) -> Result<candle_core::Tensor> {
     let mut out = crate::kernels::cpu::zeroed_vec::<T>(q.numel());
-    decode_into(q, &mut out);
+    decode_into(q, &mut out, domain);
     Ok(candle_core::Tensor::from_vec(
         out,
         q.shape(),
@@ -140,11 +156,16 @@ impl Decoder {
     }
 }
 
-/// Decode every element of `q` into `out` (`q.numel()` long, checked by callers).
-pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
+/// Decode every element of `q` into `out` (`q.numel()` long, checked by callers), as the
+/// effective or the smoothed weight.
+pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T], domain: Domain) {
     let g = q.group_len();
     let bits = q.format().code_bits();
     let scales = q.scales().to_f32_vec();
+    let input_scales = match (domain, q.input_scales()) {
+        (Domain::Effective, Some(s)) => Some(s.to_f32_vec()),
+        _ => None,
+    };
     let decoder = Decoder::of(q);
     let bytes = q.codes().bytes();
     out.par_chunks_mut(TASK_ELEMS).enumerate().for_each_init(
@@ -188,6 +209,17 @@ pub(crate) fn decode_into<T: OutElem>(q: &QuantizedTensor, out: &mut [T]) {
                 }
                 e = end;
             }
+            if let Some(s) = &input_scales {
+                // Row pieces of the task: element e is in column e % cols.
+                let cols = s.len();
+                let mut e = e0;
+                while e < e0 + ne {
+                    let col = e % cols;
+                    let end = (e + cols - col).min(e0 + ne);
+                    divide(&mut f[e - e0..end - e0], &s[col..col + (end - e)]);
+                    e = end;
+                }
+            }
             if !is_direct {
                 T::convert(dst, fbuf);
             }
@@ -224,16 +256,64 @@ mod tests {
             zeros: None,
             codebook: None,
             offsets: Some(Scales::F16(m.clone())),
+            input_scales: None,
         })
         .unwrap();
         let mut out = vec![0f32; n];
-        decode_into(&q, &mut out);
+        decode_into(&q, &mut out, Domain::Effective);
         for (i, &o) in out.iter().enumerate() {
             let want = (codes[i] as f32) * d[i / g].to_f32() + m[i / g].to_f32();
             assert_eq!(o.to_bits(), want.to_bits(), "element {i}");
         }
         let mut half = vec![f16::ZERO; n];
-        decode_into(&q, &mut half);
+        decode_into(&q, &mut half, Domain::Effective);
         assert!(half.iter().zip(&out).all(|(h, &o)| *h == f16::from_f32(o)));
+    }
+
+    /// Input scales divide each decoded f32 by its column's scale, across task boundaries
+    /// that fall inside rows (rows of 1000 elements, tasks of 32 Ki), before any conversion.
+    #[test]
+    fn input_scales_divide_each_column_once() {
+        let (rows, cols) = (70, 1000);
+        let n = rows * cols;
+        let codes: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+        let s: Vec<f16> = (0..cols)
+            .map(|j| f16::from_f32(0.3 + 0.011 * (j % 97) as f32))
+            .collect();
+        let base = QuantizedParts {
+            shape: vec![rows, cols],
+            dtype: DType::F32,
+            format: QuantFormat::Uniform {
+                bits: 8,
+                symmetric: true,
+            },
+            group_len: 100,
+            codes: PackedCodes::pack(&codes, 8).unwrap(),
+            scales: Scales::F32((0..n / 100).map(|g| 0.01 + g as f32 * 1e-4).collect()),
+            zeros: None,
+            codebook: None,
+            offsets: None,
+            input_scales: None,
+        };
+        let plain = QuantizedTensor::assemble(base.clone()).unwrap();
+        let scaled = QuantizedTensor::assemble(QuantizedParts {
+            input_scales: Some(Scales::F16(s.clone())),
+            ..base
+        })
+        .unwrap();
+        let mut raw = vec![0f32; n];
+        decode_into(&plain, &mut raw, Domain::Effective);
+        let mut smoothed = vec![0f32; n];
+        decode_into(&scaled, &mut smoothed, Domain::Smoothed);
+        assert_eq!(raw, smoothed);
+        let mut eff = vec![0f32; n];
+        decode_into(&scaled, &mut eff, Domain::Effective);
+        let mut eff_half = vec![f16::ZERO; n];
+        decode_into(&scaled, &mut eff_half, Domain::Effective);
+        for i in 0..n {
+            let want = raw[i] / s[i % cols].to_f32();
+            assert_eq!(eff[i].to_bits(), want.to_bits(), "element {i}");
+            assert_eq!(eff_half[i], f16::from_f32(want), "element {i}");
+        }
     }
 }

@@ -397,12 +397,15 @@ mod tests {
             job,
         );
         if let Ok(qt) = qt {
-            let deq = crate::kernels::cpu::decode::dequantize::<f32>(&qt)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let deq = crate::kernels::cpu::decode::dequantize::<f32>(
+                &qt,
+                crate::kernels::Domain::Effective,
+            )
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
             for (i, &d) in deq.iter().enumerate() {
                 let g = i / job.group_len;
                 let s = fast.scales[g] as f64;
