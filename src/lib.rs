@@ -9,7 +9,7 @@
 //!
 //! | trait | does | in this release |
 //! |---|---|---|
-//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales or codebooks) | [`UniformQuantizer`] (RTN at 1–8 bits, any granularity, nearest or stochastic), [`Nf4Quantizer`], [`KMeansQuantizer`], [`CompandingQuantizer`], [`TernaryQuantizer`], [`FloatQuantizer`] (FP8, FP4, MXFP8/MXFP4), [`AffineQuantizer`], [`ActivationQuantizer`] |
+//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales or codebooks) | [`UniformQuantizer`] (RTN at 1–8 bits, any granularity, nearest or stochastic), [`Nf4Quantizer`], [`KMeansQuantizer`], [`CompandingQuantizer`], [`TernaryQuantizer`], [`FloatQuantizer`] (FP8, FP4, MXFP8/MXFP4), [`AffineQuantizer`], [`ActivationQuantizer`]; calibrated: [`AwqQuantizer`], [`SmoothQuantizer`], [`quant::NullSpaceRefine`] |
 //! | [`Perturbation`] | seeded noise on weights or activations | [`Noise`] (Gaussian/uniform/Rademacher, magnitude-shaped, norm-anchored to a quantizer), [`StepNoise`], [`CodeFlips`], [`Clip`]; [`perturb::perturbation_equivalence`] |
 //! | [`LossProbe`] | model outputs → one loss per sample | [`CrossEntropy`] (fused CPU kernel), [`SequenceNll`], [`SquaredError`] |
 //! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | [`LossThreshold`] (with AUC, TPR@FPR, bootstrap/DKW intervals), [`SmoothedTv`]; plus [`mis::Lira`], [`mis::Rmia`], DP ε audits, ranking, the experimental [`mis::MisIndicator`] |
@@ -109,8 +109,7 @@
 //!
 //! ## Not yet
 //!
-//! GPTQ/AWQ/SmoothQuant, transformer models, explanations and CUDA kernels arrive in later
-//! releases; see `docs/status.md` in the repository.
+//! Transformer models, explanations and CUDA kernels arrive in later releases; see `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
