@@ -141,3 +141,4 @@ pub use quant::{
     QuantSpec, QuantizedParts, QuantizedTensor, Quantizer, Rounding, ScaleDType, Scales,
     TernaryQuantizer, UniformQuantizer,
 };
+pub use quant::{GptqQuantizer, GptqReport};
