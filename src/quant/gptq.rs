@@ -38,7 +38,7 @@
 //! 5. Lazy blocks of 128 inputs: inside a block, input by input as above, the updates limited
 //!    to the block; after it, `W[:, later] −= E_block · U[block, later]` in one product.
 //!
-//! Group parameters (scale, zero point) follow the uniform grid ([`UniformQuantizer`]'s
+//! Group parameters (scale, zero point) follow the uniform grid ([`UniformQuantizer`](crate::UniformQuantizer)'s
 //! arithmetic, to the bit): per tensor and per channel they come from the weights before the
 //! sweep; per group they are computed when the sweep reaches the group's first input, from the
 //! group's *current* weights — all earlier errors applied. (Blocks are aligned so that every

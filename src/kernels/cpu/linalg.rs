@@ -210,8 +210,11 @@ pub(crate) struct NotPositiveDefinite {
 }
 
 /// In-place f64 Cholesky of the `n × n` lower triangle of `d` (upper triangle set to 0).
-/// Pivots must be positive and large enough that `L_jj` is a normal f32.
-fn cholesky_f64(d: &mut [f64], n: usize) -> Result<(), usize> {
+///
+/// A pivot must exceed `f32::EPSILON` times `floor[j]` (the diagonal entry before any
+/// elimination): below that, the matrix is singular to f32 precision and the factor would be
+/// rounding noise. `L_jj` must also be a normal f32.
+fn cholesky_f64(d: &mut [f64], n: usize, floor: &[f64]) -> Result<(), usize> {
     for j in 0..n {
         let mut s = d[j * n + j];
         for k in 0..j {
@@ -219,7 +222,8 @@ fn cholesky_f64(d: &mut [f64], n: usize) -> Result<(), usize> {
         }
         let l = s.sqrt();
         // Written so that NaN fails too.
-        if !(s > 0.0 && (l as f32) >= f32::MIN_POSITIVE && l.is_finite()) {
+        if !(s > f32::EPSILON as f64 * floor[j] && (l as f32) >= f32::MIN_POSITIVE && l.is_finite())
+        {
             return Err(j);
         }
         d[j * n + j] = l;
@@ -267,15 +271,20 @@ fn block_f64(a: &[f32], n: usize, r0: usize, b: usize) -> Vec<f64> {
 /// Lower Cholesky factor of the symmetric positive-definite `n × n` matrix `a` (row-major;
 /// only the lower triangle is read), in place: afterwards `a` holds `L` with `A = L·Lᵀ` and
 /// zeros above the diagonal.
+///
+/// Fails at the first pivot that is not positive, or not above `f32::EPSILON` times its
+/// original diagonal entry (numerically singular in f32).
 pub(crate) fn cholesky_lower(a: &mut [f32], n: usize) -> Result<(), NotPositiveDefinite> {
     assert_eq!(a.len(), n * n, "cholesky_lower: {n}×{n} matrix expected");
+    let diag: Vec<f64> = (0..n).map(|i| (a[i * n + i] as f64).abs()).collect();
     let mut k0 = 0;
     while k0 < n {
         let nb = NB.min(n - k0);
         let k1 = k0 + nb;
         // 1. The diagonal block in f64: factor, invert.
         let mut d = block_f64(a, n, k0, nb);
-        cholesky_f64(&mut d, nb).map_err(|j| NotPositiveDefinite { pivot: k0 + j })?;
+        cholesky_f64(&mut d, nb, &diag[k0..k1])
+            .map_err(|j| NotPositiveDefinite { pivot: k0 + j })?;
         for i in 0..nb {
             for j in 0..nb {
                 a[(k0 + i) * n + k0 + j] = d[i * nb + j] as f32;
@@ -471,7 +480,7 @@ mod tests {
             let mut a: Vec<f32> = a64.iter().map(|&v| v as f32).collect();
             cholesky_lower(&mut a, n).unwrap();
             let mut want = a64.clone();
-            cholesky_f64(&mut want, n).unwrap();
+            cholesky_f64(&mut want, n, &vec![0.0; n]).unwrap();
             let scale = max_abs(want.iter().copied());
             let err = max_abs(a.iter().zip(&want).map(|(&x, &y)| x as f64 - y));
             assert!(err <= 1e-4 * scale, "n = {n}: max error {err:e}");
@@ -501,6 +510,12 @@ mod tests {
             cholesky_lower(&mut a, n),
             Err(NotPositiveDefinite { pivot: 200 })
         );
+        // Singular to f32 precision: the pivot is rounding noise, far below ε·diagonal.
+        let mut dup = vec![3f32, 3.0, 3.0, 3.0];
+        assert_eq!(
+            cholesky_lower(&mut dup, 2),
+            Err(NotPositiveDefinite { pivot: 1 })
+        );
         let mut nan = vec![1f32, f32::NAN, f32::NAN, 1.0];
         assert_eq!(
             cholesky_lower(&mut nan, 2),
@@ -513,7 +528,7 @@ mod tests {
         for &(n, seed) in &[(1, 7), (5, 8), (128, 9), (200, 10), (385, 11)] {
             let a64 = spd(n, 2 * n, 0.5, seed);
             let mut l = a64.clone();
-            cholesky_f64(&mut l, n).unwrap();
+            cholesky_f64(&mut l, n, &vec![0.0; n]).unwrap();
             let l32: Vec<f32> = l.iter().map(|&v| v as f32).collect();
             let l_rounded: Vec<f64> = l32.iter().map(|&v| v as f64).collect();
             let want = inv_lower_f64(&l_rounded, n);
