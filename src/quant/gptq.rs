@@ -60,7 +60,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernels::cpu::gptq::{GridMode, Sweep, SweepFault, min_max, sweep};
-use crate::kernels::cpu::linalg::{NotPositiveDefinite, cholesky_lower, inverse_lower};
+use crate::kernels::cpu::linalg::{NotPositiveDefinite, inverse_upper_factor};
 use crate::quant::calibration::Calibration;
 use crate::quant::grid::{UniformParams, raw_uniform_scale};
 use crate::quant::packing::PackedCodes;
@@ -328,33 +328,21 @@ impl GptqQuantizer {
             let damping = percdamp * mean_diag;
             let mut a = vec![0f32; n * n];
             a.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-                let hi = order(n - 1 - i);
-                for (j, v) in row.iter_mut().enumerate().take(i + 1) {
-                    let hj = order(n - 1 - j);
+                let hi = order(i);
+                for (j, v) in row.iter_mut().enumerate().skip(i) {
                     let d = if i == j { damping } else { 0.0 };
-                    *v = (h[hi * n + hj] + d) as f32;
+                    *v = (h[hi * n + order(j)] + d) as f32;
                 }
             });
-            let failed = match cholesky_lower(&mut a, n) {
-                Ok(()) => {
-                    let mut x = inverse_lower(&a, n);
-                    match x.iter().position(|v| !v.is_finite()) {
-                        None => {
-                            // U[i][j] = X[n−1−i][n−1−j]: the row-major buffer reversed.
-                            x.reverse();
-                            break (x, damping);
-                        }
-                        // Numerically singular: the inverse overflowed in this row.
-                        Some(k) => k / n,
-                    }
-                }
+            let failed = match inverse_upper_factor(a, n) {
+                Ok(u) => break (u, damping),
                 Err(NotPositiveDefinite { pivot }) => pivot,
             };
             let next = percdamp * 10.0;
             if next > self.max_percdamp * (1.0 + 1e-12) || percdamp == 0.0 {
                 return Err(Error::NotPositiveDefinite {
                     what: "damped calibration Hessian",
-                    index: order(n - 1 - failed),
+                    index: order(failed),
                     percdamp,
                     damping,
                 });

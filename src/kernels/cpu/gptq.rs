@@ -13,6 +13,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::kernels::cpu::linalg::{MatRef, PackedB, gemm_sub};
+use crate::kernels::multiversion::multiversion;
 use crate::quant::ScaleDType;
 use crate::quant::grid::{UniformParams, raw_uniform_scale};
 
@@ -126,7 +127,15 @@ pub(crate) fn sweep(s: Sweep<'_>) -> Result<SweepOutput, SweepFault> {
                         params: &mut pt[r * gpr..(r + 1) * gpr],
                         index: r0 + r,
                     };
-                    match block_row(row, u, cols, perm, group_cols, mode, blk.clone()) {
+                    let ctx = BlockCtx {
+                        u,
+                        cols,
+                        perm,
+                        group_cols,
+                        mode,
+                        blk: blk.clone(),
+                    };
+                    match block_row(row, &ctx) {
                         Ok(l) => *loss += l,
                         Err(f) => {
                             first.get_or_insert(f);
@@ -181,62 +190,72 @@ struct Row<'a> {
     index: usize,
 }
 
-/// Quantize columns `blk` of one row, updating the rest of the block; returns `Σ e²`.
-#[allow(clippy::too_many_arguments)]
-fn block_row(
-    row: Row<'_>,
-    u: &[f32],
+/// What every row of a block shares.
+struct BlockCtx<'a> {
+    u: &'a [f32],
     cols: usize,
-    perm: Option<&[usize]>,
+    perm: Option<&'a [usize]>,
     group_cols: usize,
     mode: GridMode,
     blk: Range<usize>,
-) -> Result<f64, SweepFault> {
-    let Row {
-        w,
-        codes,
-        errs,
-        params,
-        index,
-    } = row;
-    let gpr = cols / group_cols;
-    let (i1, i2) = (blk.start, blk.end);
-    let mut loss = 0f64;
-    for c in blk {
-        let oc = perm.map_or(c, |p| p[c]);
-        if let GridMode::Dynamic {
-            bits,
-            symmetric,
-            scale_dtype,
-        } = mode
-            && c.is_multiple_of(group_cols)
-        {
-            let g = c / group_cols;
-            let vals = &w[c..c + group_cols];
-            let (min, max, finite) = min_max(vals);
-            if !finite {
-                let k = vals.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                return Err(SweepFault::NonFinite {
-                    index: index * cols + c + k,
-                });
+}
+
+multiversion! {
+    /// Quantize columns `ctx.blk` of one row, updating the rest of the block; returns `Σ e²`.
+    fn block_row(row: Row<'_>, ctx: &BlockCtx<'_>) -> Result<f64, SweepFault> {
+        let Row {
+            w,
+            codes,
+            errs,
+            params,
+            index,
+        } = row;
+        let BlockCtx {
+            u,
+            cols,
+            perm,
+            group_cols,
+            mode,
+            ref blk,
+        } = *ctx;
+        let gpr = cols / group_cols;
+        let (i1, i2) = (blk.start, blk.end);
+        let mut loss = 0f64;
+        for c in blk.clone() {
+            let oc = perm.map_or(c, |p| p[c]);
+            if let GridMode::Dynamic {
+                bits,
+                symmetric,
+                scale_dtype,
+            } = mode
+                && c.is_multiple_of(group_cols)
+            {
+                let g = c / group_cols;
+                let vals = &w[c..c + group_cols];
+                let (min, max, finite) = min_max(vals);
+                if !finite {
+                    let k = vals.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    return Err(SweepFault::NonFinite {
+                        index: index * cols + c + k,
+                    });
+                }
+                params[g] = UniformParams::from_range(min, max, bits, symmetric, scale_dtype)
+                    .ok_or(SweepFault::ScaleOverflow {
+                        group: index * gpr + g,
+                        scale: raw_uniform_scale(min, max, bits, symmetric),
+                    })?;
             }
-            params[g] = UniformParams::from_range(min, max, bits, symmetric, scale_dtype).ok_or(
-                SweepFault::ScaleOverflow {
-                    group: index * gpr + g,
-                    scale: raw_uniform_scale(min, max, bits, symmetric),
-                },
-            )?;
+            let p = params[oc / group_cols];
+            let x = w[c];
+            let q = p.encode_nearest(x);
+            codes[oc] = q;
+            let e = (x - UniformParams::decode(p.scale, p.zero, q)) / u[c * cols + c];
+            errs[c - i1] = e;
+            loss += e as f64 * e as f64;
+            axpy_neg(&mut w[c + 1..i2], e, &u[c * cols + c + 1..c * cols + i2]);
         }
-        let p = params[oc / group_cols];
-        let x = w[c];
-        let q = p.encode_nearest(x);
-        codes[oc] = q;
-        let e = (x - UniformParams::decode(p.scale, p.zero, q)) / u[c * cols + c];
-        errs[c - i1] = e;
-        loss += e as f64 * e as f64;
-        axpy_neg(&mut w[c + 1..i2], e, &u[c * cols + c + 1..c * cols + i2]);
+        Ok(loss)
     }
-    Ok(loss)
 }
 
 /// `y −= a·x`, elementwise (no fused multiply-add).

@@ -178,12 +178,23 @@ multiversion! {
                     let ap = &strip[(kl - k0) * MR..];
                     let bp = &b.data[p * k * NR + kl * NR..(p + 1) * k * NR];
                     let mut acc = [[0f32; NR]; MR];
+                    // Full-width rows move as fixed-size arrays (vector loads, no memcpy call).
                     for (r, acc_r) in acc.iter_mut().enumerate().take(rm) {
-                        acc_r[..cn].copy_from_slice(&c[(i0 + r) * ldc + j0..][..cn]);
+                        let row = &c[(i0 + r) * ldc + j0..];
+                        if cn == NR {
+                            *acc_r = row[..NR].try_into().expect("NR values");
+                        } else {
+                            acc_r[..cn].copy_from_slice(&row[..cn]);
+                        }
                     }
                     micro(&mut acc, ap, bp);
                     for (r, acc_r) in acc.iter().enumerate().take(rm) {
-                        c[(i0 + r) * ldc + j0..][..cn].copy_from_slice(&acc_r[..cn]);
+                        let row = &mut c[(i0 + r) * ldc + j0..];
+                        if cn == NR {
+                            row[..NR].copy_from_slice(acc_r);
+                        } else {
+                            row[..cn].copy_from_slice(&acc_r[..cn]);
+                        }
                     }
                 }
             }
@@ -241,18 +252,23 @@ fn cholesky_f64(d: &mut [f64], n: usize, floor: &[f64]) -> Result<(), usize> {
     Ok(())
 }
 
-/// Inverse of the `n × n` lower-triangular `l` (f64, forward substitution column by column).
+/// Inverse of the `n × n` lower-triangular `l` (f64), row by row:
+/// `X[i, ..i] = −(Σ_{k<i} L_ik · X[k, ..i]) / L_ii`, `X_ii = 1/L_ii` — contiguous row updates.
 fn inv_lower_f64(l: &[f64], n: usize) -> Vec<f64> {
     let mut x = vec![0f64; n * n];
-    for j in 0..n {
-        x[j * n + j] = 1.0 / l[j * n + j];
-        for i in j + 1..n {
-            let mut s = 0.0;
-            for k in j..i {
-                s += l[i * n + k] * x[k * n + j];
+    for i in 0..n {
+        let (done, rest) = x.split_at_mut(i * n);
+        let row = &mut rest[..n];
+        for k in 0..i {
+            let lik = l[i * n + k];
+            // X[k, j] = 0 for j > k.
+            for (v, &xk) in row[..=k].iter_mut().zip(&done[k * n..=k * n + k]) {
+                *v += lik * xk;
             }
-            x[i * n + j] = -s / l[i * n + i];
         }
+        let lii = l[i * n + i];
+        row[..i].iter_mut().for_each(|v| *v = -*v / lii);
+        row[i] = 1.0 / lii;
     }
     x
 }
@@ -385,6 +401,33 @@ pub(crate) fn inverse_lower(l: &[f32], n: usize) -> Vec<f32> {
     x
 }
 
+/// The upper Cholesky factor `U` of `A⁻¹` (`A⁻¹ = UᵀU`) for the symmetric positive-definite
+/// `n × n` matrix `a` (row-major; only its upper triangle is read), without forming `A⁻¹`.
+///
+/// With `J` the reversal permutation, factor `J·A·J = L'·L'ᵀ`; then `A = R·Rᵀ` with
+/// `R = J·L'·J` upper triangular, `A⁻¹ = R⁻ᵀ·R⁻¹`, and `U = R⁻¹ = J·L'⁻¹·J` — upper triangular
+/// with a positive diagonal, hence *the* Cholesky factor. In row-major storage, `J·M·J` is the
+/// buffer reversed. Fails with the first bad pivot as a row of `a`; an inverse that overflows
+/// f32 (numerically singular) fails at the row where it does.
+pub(crate) fn inverse_upper_factor(
+    mut a: Vec<f32>,
+    n: usize,
+) -> Result<Vec<f32>, NotPositiveDefinite> {
+    // J·A·J: the lower triangle of the reversed buffer is the upper triangle of `a`.
+    a.reverse();
+    cholesky_lower(&mut a, n).map_err(|e| NotPositiveDefinite {
+        pivot: n - 1 - e.pivot,
+    })?;
+    let mut x = inverse_lower(&a, n);
+    if let Some(k) = x.iter().position(|v| !v.is_finite()) {
+        return Err(NotPositiveDefinite {
+            pivot: n - 1 - k / n,
+        });
+    }
+    x.reverse();
+    Ok(x)
+}
+
 #[cfg(test)]
 mod tests {
     //! Every kernel against a naive f64 twin.
@@ -409,6 +452,51 @@ mod tests {
             }
         }
         a
+    }
+
+    /// Textbook Cholesky–Banachiewicz in f64.
+    fn naive_cholesky(a: &[f64], n: usize) -> Vec<f64> {
+        let mut l = vec![0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
+                l[i * n + j] = if i == j {
+                    (a[i * n + i] - s).sqrt()
+                } else {
+                    (a[i * n + j] - s) / l[j * n + j]
+                };
+            }
+        }
+        l
+    }
+
+    /// `L⁻¹` column by column: forward substitution of `L·x = e_j` in f64.
+    fn naive_inverse(l: &[f64], n: usize) -> Vec<f64> {
+        let mut x = vec![0f64; n * n];
+        for j in 0..n {
+            for i in j..n {
+                let rhs = if i == j { 1.0 } else { 0.0 };
+                let s: f64 = (j..i).map(|k| l[i * n + k] * x[k * n + j]).sum();
+                x[i * n + j] = (rhs - s) / l[i * n + i];
+            }
+        }
+        x
+    }
+
+    #[test]
+    fn f64_block_routines_match_the_textbook() {
+        let n = 37;
+        let a = spd(n, n + 3, 0.05, 21);
+        let mut l = a.clone();
+        cholesky_f64(&mut l, n, &vec![0.0; n]).unwrap();
+        let want = naive_cholesky(&a, n);
+        assert!(max_abs(l.iter().zip(&want).map(|(x, y)| x - y)) < 1e-12);
+        let inv = inv_lower_f64(&l, n);
+        let want = naive_inverse(&l, n);
+        assert!(
+            max_abs(inv.iter().zip(&want).map(|(x, y)| x - y))
+                < 1e-10 * max_abs(want.iter().copied())
+        );
     }
 
     fn max_abs(v: impl IntoIterator<Item = f64>) -> f64 {
@@ -479,8 +567,7 @@ mod tests {
             let a64 = spd(n, n + 5, 0.1, seed);
             let mut a: Vec<f32> = a64.iter().map(|&v| v as f32).collect();
             cholesky_lower(&mut a, n).unwrap();
-            let mut want = a64.clone();
-            cholesky_f64(&mut want, n, &vec![0.0; n]).unwrap();
+            let want = naive_cholesky(&a64, n);
             let scale = max_abs(want.iter().copied());
             let err = max_abs(a.iter().zip(&want).map(|(&x, &y)| x as f64 - y));
             assert!(err <= 1e-4 * scale, "n = {n}: max error {err:e}");
@@ -527,11 +614,10 @@ mod tests {
     fn inverse_matches_naive_f64() {
         for &(n, seed) in &[(1, 7), (5, 8), (128, 9), (200, 10), (385, 11)] {
             let a64 = spd(n, 2 * n, 0.5, seed);
-            let mut l = a64.clone();
-            cholesky_f64(&mut l, n, &vec![0.0; n]).unwrap();
+            let l = naive_cholesky(&a64, n);
             let l32: Vec<f32> = l.iter().map(|&v| v as f32).collect();
             let l_rounded: Vec<f64> = l32.iter().map(|&v| v as f64).collect();
-            let want = inv_lower_f64(&l_rounded, n);
+            let want = naive_inverse(&l_rounded, n);
             let got = inverse_lower(&l32, n);
             let scale = max_abs(want.iter().copied());
             let err = max_abs(got.iter().zip(&want).map(|(&x, &y)| x as f64 - y));
@@ -543,6 +629,46 @@ mod tests {
                 assert!(got[i * n + i + 1..(i + 1) * n].iter().all(|&v| v == 0.0));
             }
         }
+    }
+
+    #[test]
+    fn inverse_upper_factor_is_the_cholesky_factor_of_the_inverse() {
+        for &(n, seed) in &[(1, 31), (6, 32), (150, 33), (260, 34)] {
+            let a64 = spd(n, 2 * n, 0.2, seed);
+            let a: Vec<f32> = a64.iter().map(|&v| v as f32).collect();
+            let u = inverse_upper_factor(a, n).unwrap();
+            let u64: Vec<f64> = u.iter().map(|&v| v as f64).collect();
+            // Upper triangular with a positive diagonal, and Uᵀ·U·A = I.
+            for i in 0..n {
+                assert!(u64[i * n + i] > 0.0);
+                assert!(u64[i * n..i * n + i].iter().all(|&v| v == 0.0));
+            }
+            let ua: Vec<f64> = (0..n * n)
+                .map(|k| {
+                    (0..n)
+                        .map(|t| u64[(k / n) * n + t] * a64[t * n + k % n])
+                        .sum()
+                })
+                .collect();
+            for i in 0..n {
+                for j in 0..n {
+                    let v: f64 = (0..n).map(|t| u64[t * n + i] * ua[t * n + j]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((v - want).abs() < 1e-3, "n = {n}: (UᵀUA)[{i}][{j}] = {v}");
+                }
+            }
+        }
+        // A singular matrix names its pivot in the original order: rows 4 and 5 equal.
+        let n = 8;
+        let mut a64 = spd(n, 20, 0.0, 35);
+        for j in 0..n {
+            a64[5 * n + j] = a64[4 * n + j];
+            a64[j * n + 5] = a64[j * n + 4];
+        }
+        a64[5 * n + 5] = a64[4 * n + 4];
+        let a: Vec<f32> = a64.iter().map(|&v| v as f32).collect();
+        let pivot = inverse_upper_factor(a, n).unwrap_err().pivot;
+        assert!(pivot == 4 || pivot == 5, "pivot {pivot}");
     }
 
     #[test]
