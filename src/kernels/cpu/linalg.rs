@@ -78,7 +78,13 @@ impl PackedB {
     /// Pack the `k × n` block `b` (row-major view).
     pub(crate) fn from_rows(b: MatRef<'_>, k: usize, n: usize) -> Self {
         Self::pack(k, n, |t, cols, out| {
-            out[..cols.len()].copy_from_slice(&b.data[t * b.stride + cols.start..][..cols.len()]);
+            let src = &b.data[t * b.stride + cols.start..];
+            if cols.len() == NR {
+                // A fixed-size copy: vector moves, not a memcpy call per 64 bytes.
+                out.copy_from_slice(&src[..NR]);
+            } else {
+                out[..cols.len()].copy_from_slice(&src[..cols.len()]);
+            }
         })
     }
 
@@ -104,7 +110,7 @@ impl PackedB {
     fn pack(
         k: usize,
         n: usize,
-        fill: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
+        fill: impl Fn(usize, std::ops::Range<usize>, &mut [f32; NR]) + Sync,
     ) -> Self {
         let panels = n.div_ceil(NR);
         let mut data = vec![0f32; panels * k * NR];
@@ -114,6 +120,7 @@ impl PackedB {
                 .for_each(|(p, panel)| {
                     let cols = p * NR..((p + 1) * NR).min(n);
                     for (t, row) in panel.chunks_exact_mut(NR).enumerate() {
+                        let row: &mut [f32; NR] = row.try_into().expect("NR values");
                         fill(t, cols.clone(), row);
                     }
                 });
