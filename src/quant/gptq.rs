@@ -21,8 +21,8 @@
 //! e_i = (w_i − q_i) / U_ii          w_j −= e_i · U_ij   (j > i)
 //! ```
 //!
-//! and `ΔW = E·U`, so the output error is `tr(ΔW·H·ΔWᵀ) = ‖E‖²` — reported exactly as
-//! [`GptqReport::loss`].
+//! and `ΔW = E·U`; since `U·H·Uᵀ = I`, the output error is `tr(ΔW·H·ΔWᵀ) = ‖E‖²` for the
+//! damped `H` — reported as [`GptqReport::loss`].
 //!
 //! # The algorithm (the reference code, with two exact shortcuts)
 //!
@@ -38,17 +38,21 @@
 //! 5. Lazy blocks of 128 inputs: inside a block, input by input as above, the updates limited
 //!    to the block; after it, `W[:, later] −= E_block · U[block, later]` in one product.
 //!
-//! Group parameters (scale, zero point) follow the uniform grid ([`UniformQuantizer`](crate::UniformQuantizer)'s
-//! arithmetic, to the bit): per tensor and per channel they come from the weights before the
-//! sweep; per group they are computed when the sweep reaches the group's first input, from the
-//! group's *current* weights — all earlier errors applied. (Blocks are aligned so that every
-//! group starts at a block start or lies inside one block, which makes the lazy updates give
-//! the same weights as column-by-column updates; the reference reads the group from its stale
-//! copy of the matrix when a group starts inside a block.) With act-order, groups would no
-//! longer be contiguous runs; [`QuantizedTensor`] stores contiguous groups, so act-order uses
-//! **static groups** (AutoGPTQ's `static_groups`): parameters of each original contiguous
-//! group computed before the sweep, codes written back at their original position. Static
-//! groups can also be asked for without act-order.
+//! Group parameters (scale, zero point) follow the uniform grid (the arithmetic of
+//! [`UniformQuantizer`](crate::UniformQuantizer), to the bit): per tensor and per channel they
+//! come from the weights before the sweep (after dead inputs are zeroed; the reference takes
+//! per-channel ranges before zeroing them); per group they are computed when the sweep reaches
+//! the group's first input, from the group's *current* weights — all earlier errors applied.
+//! (Blocks are aligned so that every group starts at a block start or lies inside one block,
+//! which makes the lazy updates give the same weights as column-by-column updates; the
+//! reference reads the group from its stale copy of the matrix when a group starts inside a
+//! block.) With act-order, groups would no longer be contiguous runs; [`QuantizedTensor`]
+//! stores contiguous groups, so act-order uses **static groups** (AutoGPTQ's `static_groups`):
+//! parameters of each original contiguous group computed before the sweep, codes written back
+//! at their original position. Static groups can also be asked for without act-order.
+//!
+//! Memory: at most the f64 Hessian and two `in × in` f32 matrices at once (`16·in²` bytes,
+//! 268 MB at `in = 4096`), plus a copy of the weights.
 //!
 //! Precision: the Hessian is read in f64 (damping added in f64), factorised and inverted in f32
 //! with f64 diagonal blocks; the sweep runs in f32 like the reference, the loss is summed in
