@@ -236,6 +236,22 @@ pub enum Error {
         side: &'static str,
     },
 
+    /// A matrix that must be symmetric positive definite (a damped Hessian) is not, even
+    /// after damping: its Cholesky factorisation met a pivot that is not positive.
+    #[error(
+        "{what} is not positive definite: the pivot of input {index} failed with damping {percdamp} x mean(diag) = {damping:e}; raise the damping or allow retries with a larger one"
+    )]
+    NotPositiveDefinite {
+        /// The matrix ("calibration Hessian", …).
+        what: &'static str,
+        /// The input (row/column, original order) whose pivot failed.
+        index: usize,
+        /// The relative damping of the last attempt (fraction of the mean diagonal).
+        percdamp: f64,
+        /// The absolute damping added to the diagonal in the last attempt.
+        damping: f64,
+    },
+
     /// An error from Candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

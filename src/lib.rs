@@ -9,7 +9,7 @@
 //!
 //! | trait | does | in this release |
 //! |---|---|---|
-//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales or codebooks) | [`UniformQuantizer`] (RTN at 1–8 bits, any granularity, nearest or stochastic), [`Nf4Quantizer`], [`KMeansQuantizer`], [`CompandingQuantizer`], [`TernaryQuantizer`], [`FloatQuantizer`] (FP8, FP4, MXFP8/MXFP4), [`AffineQuantizer`], [`ActivationQuantizer`]; calibrated: [`AwqQuantizer`], [`SmoothQuantizer`], [`quant::NullSpaceRefine`] |
+//! | [`Quantizer`] | weight → [`QuantizedTensor`] (packed codes + scales or codebooks) | [`UniformQuantizer`] (RTN at 1–8 bits, any granularity, nearest or stochastic), [`Nf4Quantizer`], [`KMeansQuantizer`], [`CompandingQuantizer`], [`TernaryQuantizer`], [`FloatQuantizer`] (FP8, FP4, MXFP8/MXFP4), [`AffineQuantizer`], [`ActivationQuantizer`]; calibrated: [`GptqQuantizer`], [`AwqQuantizer`], [`SmoothQuantizer`], [`quant::NullSpaceRefine`] |
 //! | [`Perturbation`] | seeded noise on weights or activations | [`Noise`] (Gaussian/uniform/Rademacher, magnitude-shaped, norm-anchored to a quantizer), [`StepNoise`], [`CodeFlips`], [`Clip`]; [`perturb::perturbation_equivalence`] |
 //! | [`LossProbe`] | model outputs → one loss per sample | [`CrossEntropy`] (fused CPU kernel), [`SequenceNll`], [`SquaredError`] |
 //! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | [`LossThreshold`] (with AUC, TPR@FPR, bootstrap/DKW intervals), [`SmoothedTv`]; plus [`mis::Lira`], [`mis::Rmia`], DP ε audits, ranking, the experimental [`mis::MisIndicator`] |
@@ -141,3 +141,4 @@ pub use quant::{
     TernaryQuantizer, UniformQuantizer,
 };
 pub use quant::{AwqQuantizer, SmoothQuantizer};
+pub use quant::{GptqQuantizer, GptqReport};

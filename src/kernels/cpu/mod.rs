@@ -4,6 +4,8 @@
 mod alloc;
 pub(crate) mod cross_entropy;
 pub(crate) mod decode;
+pub(crate) mod gptq;
+pub(crate) mod linalg;
 pub(crate) mod logsumexp;
 pub(crate) mod scaled;
 pub(crate) mod table;
