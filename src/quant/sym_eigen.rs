@@ -19,9 +19,9 @@ pub(crate) fn sym_eigen(a: &[f64], n: usize) -> SymEigen {
     let mut d = vec![0f64; n];
     let mut e = vec![0f64; n];
     tridiagonalize(&mut v, &mut d, &mut e);
-    // Eigenvector columns of `v` become contiguous rows, so the QL rotations (which mix two
-    // columns) stream through memory.
-    let mut vt: Vec<Vec<f64>> = (0..n).map(|j| (0..n).map(|i| v[i][j]).collect()).collect();
+    // `v` now holds the transform transposed: eigenvector columns are contiguous rows, so the
+    // QL rotations (which mix two of them) stream through memory.
+    let mut vt = v;
     tql2(&mut vt, &mut d, &mut e);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&i, &j| d[i].total_cmp(&d[j]));
@@ -31,21 +31,28 @@ pub(crate) fn sym_eigen(a: &[f64], n: usize) -> SymEigen {
     }
 }
 
-/// Householder reduction to tridiagonal form; on return `v` holds the orthogonal transform,
-/// `d` the diagonal and `e` the sub-diagonal (`e[0] = 0`).
+/// Householder reduction to tridiagonal form; on return `v` holds the orthogonal transform
+/// **transposed**, `d` the diagonal and `e` the sub-diagonal (`e[0] = 0`).
+///
+/// This is EISPACK's `tred2` with every `V[a][b]` read as `v[b][a]`: the original walks
+/// columns (Fortran's layout); on the transpose every inner loop walks a contiguous row, which
+/// made the refinement of a 384×1536 layer 1.7× faster (9.0 → 5.4 s; the QL sweep over all
+/// eigenvectors is the rest). The input is symmetric, so its transpose is itself.
 #[allow(clippy::needless_range_loop)] // index-heavy numerical kernel, kept close to the math
 fn tridiagonalize(v: &mut [Vec<f64>], d: &mut [f64], e: &mut [f64]) {
     let n = d.len();
-    d.copy_from_slice(&v[n - 1]);
+    for (j, dj) in d.iter_mut().enumerate() {
+        *dj = v[j][n - 1];
+    }
     for i in (1..n).rev() {
         let scale: f64 = d[..i].iter().map(|x| x.abs()).sum();
         let mut h = 0.0;
         if scale == 0.0 {
             e[i] = d[i - 1];
             for j in 0..i {
-                d[j] = v[i - 1][j];
-                v[i][j] = 0.0;
+                d[j] = v[j][i - 1];
                 v[j][i] = 0.0;
+                v[i][j] = 0.0;
             }
         } else {
             for k in 0..i {
@@ -63,11 +70,11 @@ fn tridiagonalize(v: &mut [Vec<f64>], d: &mut [f64], e: &mut [f64]) {
             e[..i].fill(0.0);
             for j in 0..i {
                 let f = d[j];
-                v[j][i] = f;
+                v[i][j] = f;
                 let mut g = e[j] + v[j][j] * f;
                 for k in j + 1..i {
-                    g += v[k][j] * d[k];
-                    e[k] += v[k][j] * f;
+                    g += v[j][k] * d[k];
+                    e[k] += v[j][k] * f;
                 }
                 e[j] = g;
             }
@@ -83,37 +90,37 @@ fn tridiagonalize(v: &mut [Vec<f64>], d: &mut [f64], e: &mut [f64]) {
             for j in 0..i {
                 let (f, g) = (d[j], e[j]);
                 for k in j..i {
-                    v[k][j] -= f * e[k] + g * d[k];
+                    v[j][k] -= f * e[k] + g * d[k];
                 }
-                d[j] = v[i - 1][j];
-                v[i][j] = 0.0;
+                d[j] = v[j][i - 1];
+                v[j][i] = 0.0;
             }
         }
         d[i] = h;
     }
     // Accumulate the transformations.
     for i in 0..n - 1 {
-        v[n - 1][i] = v[i][i];
+        v[i][n - 1] = v[i][i];
         v[i][i] = 1.0;
         let h = d[i + 1];
         if h != 0.0 {
             for k in 0..=i {
-                d[k] = v[k][i + 1] / h;
+                d[k] = v[i + 1][k] / h;
             }
             for j in 0..=i {
-                let g: f64 = (0..=i).map(|k| v[k][i + 1] * v[k][j]).sum();
+                let g: f64 = (0..=i).map(|k| v[i + 1][k] * v[j][k]).sum();
                 for k in 0..=i {
-                    v[k][j] -= g * d[k];
+                    v[j][k] -= g * d[k];
                 }
             }
         }
         for k in 0..=i {
-            v[k][i + 1] = 0.0;
+            v[i + 1][k] = 0.0;
         }
     }
     for j in 0..n {
-        d[j] = v[n - 1][j];
-        v[n - 1][j] = 0.0;
+        d[j] = v[j][n - 1];
+        v[j][n - 1] = 0.0;
     }
     v[n - 1][n - 1] = 1.0;
     e[0] = 0.0;
