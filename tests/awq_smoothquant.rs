@@ -506,7 +506,7 @@ fn bad_inputs_are_clear_errors() {
     assert!(AwqQuantizer::new().with_clip_grid(0, 0.5).is_err());
     assert!(AwqQuantizer::new().with_clip_grid(20, 1.0).is_err());
     assert!(AwqQuantizer::new().with_clip_grid(20, f64::NAN).is_err());
-    // A data-aware base would need rescaled statistics.
+    // Smoothing over a quantizer that already smooths would drop one set of scales.
     let nested = AwqQuantizer::new().with_base(SmoothQuantizer::new());
     assert!(matches!(
         nested.quantize(&w, Some(&calib)),
@@ -595,4 +595,36 @@ mod conformance {
             .error_bound(ErrorBound::NearestLevel)
             .run(&SmoothQuantizer::new().with_alpha(0.8).unwrap());
     }
+}
+
+/// AWQ and SmoothQuant over a data-aware base (GPTQ) hand it the statistics of the smoothed
+/// inputs: α = 0 is GPTQ itself, and the search is never worse than GPTQ on the calibration.
+#[test]
+fn awq_and_smoothquant_over_gptq() {
+    use quantlens::GptqQuantizer;
+    let cols = 64;
+    let x = activations(512, cols, 31, salient);
+    let calib = calibration(&x, cols, 4);
+    let w = tensor(&matrix(32, cols, 0.1, 32), 32, cols);
+    let gptq = GptqQuantizer::new(QuantSpec::int3().per_group(32).asymmetric()).unwrap();
+    let plain = gptq.quantize(&w, Some(&calib)).unwrap();
+    let zero = AwqQuantizer::new()
+        .with_base(gptq.clone())
+        .with_alpha(0.0)
+        .unwrap()
+        .with_clip_search(false);
+    assert_eq!(zero.quantize(&w, Some(&calib)).unwrap(), plain);
+    let awq = AwqQuantizer::new().with_base(gptq.clone());
+    let err = |t: &Tensor| layer_output_error(&w, t, &calib).unwrap();
+    let e_gptq = err(&plain.dequantize(&Device::Cpu).unwrap());
+    let e_awq = err(&awq.fake_quantize(&w, Some(&calib)).unwrap());
+    assert!(e_awq <= e_gptq * (1.0 + 1e-9), "{e_awq} vs {e_gptq}");
+    let sq = SmoothQuantizer::new().with_base(gptq);
+    let t = sq.quantize(&w, Some(&calib)).unwrap();
+    assert!(t.input_scales().is_some());
+    assert!(err(&t.dequantize(&Device::Cpu).unwrap()).is_finite());
+    assert!(matches!(
+        awq.quantize(&w, None),
+        Err(Error::InvalidParameter { .. }) | Err(Error::Unsupported(_))
+    ));
 }

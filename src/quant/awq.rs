@@ -57,7 +57,7 @@ use crate::quant::calibration::Calibration;
 use crate::quant::output_error::{Gram, check_calibration};
 use crate::quant::quantizer::Quantizer;
 use crate::quant::smoothing::{
-    HostWeight, check_alpha, check_base, quantize_smoothed, round_scales, scale_columns,
+    HostWeight, base_calibration, check_alpha, quantize_smoothed, round_scales, scale_columns,
 };
 use crate::quant::spec::QuantSpec;
 use crate::quant::tensor::QuantizedTensor;
@@ -266,7 +266,6 @@ impl AwqQuantizer {
 
     /// Quantize `weight` with the α search (and clipping search), reporting what was tried.
     pub fn search(&self, weight: &Tensor, calib: &Calibration) -> Result<AwqSearch> {
-        check_base(&*self.base, "AWQ")?;
         let w = HostWeight::read(weight)?;
         check_calibration(calib, w.cols, &self.name())?;
         let gram = Gram::new(calib)?;
@@ -275,7 +274,7 @@ impl AwqQuantizer {
         let mut best: Option<Candidate> = None;
         for alpha in self.alphas.values() {
             let s = awq_scales(&mean, alpha);
-            let c = self.candidate(weight, &w, Some(&gram), &s, None)?;
+            let c = self.candidate(weight, &w, Some(&gram), &s, None, Some(calib))?;
             errors.push((alpha, c.error));
             if best.as_ref().is_none_or(|b| c.error < b.error) {
                 best = Some(Candidate { alpha, ..c });
@@ -287,7 +286,7 @@ impl AwqQuantizer {
         };
         let mut clipped = false;
         if let Some(grid) = self.clip {
-            let c = self.clip_search(weight, &w, &gram, &best, grid)?;
+            let c = self.clip_search(weight, &w, &gram, &best, grid, calib)?;
             if c.error < best.error {
                 best = Candidate {
                     alpha: best.alpha,
@@ -314,11 +313,13 @@ impl AwqQuantizer {
         gram: Option<&Gram>,
         s: &[f16],
         limits: Option<(&[f32], usize)>,
+        calib: Option<&Calibration>,
     ) -> Result<Candidate> {
         let ones = s.iter().all(|&v| v == f16::ONE);
+        let plain = base_calibration(&*self.base, calib, None)?;
         let tensor = if ones && limits.is_none() {
             // s = 1: exactly the base quantizer on the weight as given.
-            self.base.quantize(weight, None)?
+            self.base.quantize(weight, plain.as_ref())?
         } else {
             let sf: Vec<f32> = s.iter().map(|v| v.to_f32()).collect();
             let mut smoothed = scale_columns(&w.values, &sf);
@@ -328,11 +329,14 @@ impl AwqQuantizer {
                 }
             }
             if ones {
-                let mut qt = self.base.quantize(&w.tensor(smoothed)?, None)?.into_parts();
+                let mut qt = self
+                    .base
+                    .quantize(&w.tensor(smoothed)?, plain.as_ref())?
+                    .into_parts();
                 qt.dtype = w.dtype;
                 QuantizedTensor::assemble(qt)?
             } else {
-                quantize_smoothed(&*self.base, w, smoothed, s)?
+                quantize_smoothed(&*self.base, w, smoothed, s, calib)?
             }
         };
         let delta = delta(&tensor, w)?;
@@ -358,6 +362,7 @@ impl AwqQuantizer {
         gram: &Gram,
         unclipped: &Candidate,
         grid: ClipGrid,
+        calib: &Calibration,
     ) -> Result<Candidate> {
         let g = unclipped.tensor.group_len();
         let run = if g <= w.cols && w.cols.is_multiple_of(g) {
@@ -375,7 +380,14 @@ impl AwqQuantizer {
         let mut best_ratio = vec![1.0f64; amax.len()];
         for ratio in grid.ratios().into_iter().filter(|&r| r < 1.0) {
             let limits: Vec<f32> = amax.iter().map(|&m| (m as f64 * ratio) as f32).collect();
-            let c = self.candidate(weight, w, None, &unclipped.s, Some((&limits, run)))?;
+            let c = self.candidate(
+                weight,
+                w,
+                None,
+                &unclipped.s,
+                Some((&limits, run)),
+                Some(calib),
+            )?;
             let errs = gram.block_errors(&c.delta, run);
             for ((e, be), br) in errs.iter().zip(&mut best_err).zip(&mut best_ratio) {
                 if *e < *be {
@@ -389,7 +401,14 @@ impl AwqQuantizer {
             .zip(&best_ratio)
             .map(|(&m, &r)| (m as f64 * r) as f32)
             .collect();
-        self.candidate(weight, w, Some(gram), &unclipped.s, Some((&limits, run)))
+        self.candidate(
+            weight,
+            w,
+            Some(gram),
+            &unclipped.s,
+            Some((&limits, run)),
+            Some(calib),
+        )
     }
 }
 

@@ -145,6 +145,46 @@ impl Calibration {
         self.sum_abs.iter().map(|s| (s / n) as f32).collect()
     }
 
+    /// The statistics of the inputs divided per channel by `s` (`X·diag(s)⁻¹`), without
+    /// seeing them again: Gram `G_ij / (s_i s_j)`, absmax and Σ|x| divided by `s_j`. What a
+    /// data-aware quantizer needs after AWQ or SmoothQuant moved `s` into the weight.
+    ///
+    /// ```
+    /// use candle_core::{Device, Tensor};
+    /// use quantlens::Calibration;
+    /// let x = Tensor::new(&[[2f32, -4.0], [1.0, 8.0]], &Device::Cpu)?;
+    /// let mut direct = Calibration::new(2);
+    /// direct.observe(&(x.broadcast_div(&Tensor::new(&[2f32, 4.0], &Device::Cpu)?))?)?;
+    /// let mut c = Calibration::new(2);
+    /// c.observe(&x)?;
+    /// assert_eq!(c.scaled(&[2.0, 4.0])?, direct);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn scaled(&self, s: &[f32]) -> Result<Calibration> {
+        let d = self.in_features;
+        if s.len() != d {
+            return Err(Error::ShapeMismatch(format!(
+                "{} channel scales for a calibration of {d} features",
+                s.len()
+            )));
+        }
+        if let Some(j) = s.iter().position(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(Error::InvalidParameter {
+                name: "channel scales",
+                reason: format!("scale {j} = {} is not finite and positive", s[j]),
+            });
+        }
+        let mut out = self.clone();
+        for i in 0..d {
+            for j in 0..d {
+                out.gram[i * d + j] /= s[i] as f64 * s[j] as f64;
+            }
+            out.absmax[i] /= s[i];
+            out.sum_abs[i] /= s[i] as f64;
+        }
+        Ok(out)
+    }
+
     /// The statistics as bytes, so a calibration run can be reused: the magic `QLCAL001`,
     /// then little-endian `u64` in_features and samples, the Gram (f64, row-major), absmax
     /// (f32) and Σ|x| (f64). Lossless: [`from_bytes`](Self::from_bytes) gives back an equal

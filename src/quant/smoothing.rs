@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use half::f16;
 
 use crate::error::{Error, Result};
+use crate::quant::calibration::Calibration;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
 use crate::quant::tensor::QuantizedTensor;
@@ -75,30 +76,51 @@ impl HostWeight {
 }
 
 /// Quantize `smoothed` (= `W·diag(s)`, possibly clipped) with `base` and attach `s`; the
-/// result dequantizes to the original dtype.
+/// result dequantizes to the original dtype. A data-aware base gets the calibration of the
+/// smoothed inputs `X·diag(s)⁻¹` ([`Calibration::scaled`]).
 pub(crate) fn quantize_smoothed(
     base: &dyn Quantizer,
     w: &HostWeight,
     smoothed: Vec<f32>,
     s: &[f16],
+    calib: Option<&Calibration>,
 ) -> Result<QuantizedTensor> {
-    let qt = base.quantize(&w.tensor(smoothed)?, None)?;
+    let sf: Vec<f32> = s.iter().map(|v| v.to_f32()).collect();
+    let scaled = base_calibration(base, calib, Some(&sf))?;
+    let qt = base.quantize(&w.tensor(smoothed)?, scaled.as_ref())?;
+    if qt.input_scales().is_some() {
+        // Composing two smoothings would need their product stored; refuse rather than drop one.
+        return Err(Error::Unsupported(format!(
+            "smoothing over {}, which already smooths its inputs",
+            base.name()
+        )));
+    }
     let mut parts = qt.into_parts();
     parts.dtype = w.dtype;
     parts.input_scales = Some(Scales::F16(s.to_vec()));
     QuantizedTensor::assemble(parts)
 }
 
-/// Data-aware bases would need the calibration of the smoothed inputs `X·diag(s)⁻¹`.
-pub(crate) fn check_base(base: &dyn Quantizer, method: &str) -> Result<()> {
-    if base.uses_calibration() {
-        return Err(Error::Unsupported(format!(
-            "{method} over the data-aware quantizer {} (it would need the statistics of the \
-             smoothed inputs X·diag(s)⁻¹); use a data-free base quantizer",
-            base.name()
-        )));
+/// What to hand the base quantizer: nothing for a data-free base; for a data-aware one the
+/// layer's calibration, rescaled by `s` when the inputs are smoothed.
+pub(crate) fn base_calibration(
+    base: &dyn Quantizer,
+    calib: Option<&Calibration>,
+    s: Option<&[f32]>,
+) -> Result<Option<Calibration>> {
+    if !base.uses_calibration() {
+        return Ok(None);
     }
-    Ok(())
+    let Some(c) = calib else {
+        return Err(Error::InvalidParameter {
+            name: "calibration",
+            reason: format!("the data-aware base {} needs calibration", base.name()),
+        });
+    };
+    Ok(Some(match s {
+        Some(s) => c.scaled(s)?,
+        None => c.clone(),
+    }))
 }
 
 /// An α in [0, 1].

@@ -45,7 +45,7 @@ use crate::quant::calibration::Calibration;
 use crate::quant::output_error::check_calibration;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::smoothing::{
-    HostWeight, check_alpha, check_base, quantize_smoothed, round_scales, scale_columns,
+    HostWeight, base_calibration, check_alpha, quantize_smoothed, round_scales, scale_columns,
 };
 use crate::quant::spec::QuantSpec;
 use crate::quant::tensor::QuantizedTensor;
@@ -189,16 +189,16 @@ impl Quantizer for SmoothQuantizer {
         let Some(calib) = calib else {
             return Err(missing_calibration(&self.name()));
         };
-        check_base(&*self.base, "SmoothQuant")?;
         let w = HostWeight::read(weight)?;
         check_calibration(calib, w.cols, &self.name())?;
         let s = self.scales(&w, calib);
         if s.iter().all(|&v| v == f16::ONE) {
-            return self.base.quantize(weight, None);
+            let plain = base_calibration(&*self.base, Some(calib), None)?;
+            return self.base.quantize(weight, plain.as_ref());
         }
         let sf: Vec<f32> = s.iter().map(|v| v.to_f32()).collect();
         let smoothed = scale_columns(&w.values, &sf);
-        quantize_smoothed(&*self.base, &w, smoothed, &s)
+        quantize_smoothed(&*self.base, &w, smoothed, &s, Some(calib))
     }
 
     fn uses_calibration(&self) -> bool {
