@@ -178,6 +178,8 @@ impl ForwardHook for CaptureInputs {
 /// [`SmoothQuantizer`](crate::SmoothQuantizer) hand it their smoothed inputs.
 pub struct QuantizeActivations {
     quantizer: Box<dyn Quantizer>,
+    /// Layer-specific quantizers (static scales calibrated per layer); they take precedence.
+    per_layer: BTreeMap<String, Box<dyn Quantizer>>,
     filter: LayerFilter,
 }
 
@@ -187,6 +189,7 @@ impl QuantizeActivations {
     pub fn new(quantizer: impl Quantizer + 'static) -> Self {
         QuantizeActivations {
             quantizer: Box::new(quantizer),
+            per_layer: BTreeMap::new(),
             filter: LayerFilter::All,
         }
     }
@@ -221,6 +224,43 @@ impl QuantizeActivations {
         ))
     }
 
+    /// Static per-tensor activation quantization with **one scale per layer**, each
+    /// calibrated from that layer's statistics (e.g. [`CaptureInputs::into_calibrations`]).
+    /// Only the layers in `calibrations` are quantized; the others keep full-precision inputs.
+    ///
+    /// ```
+    /// use candle_core::{DType, Device, Tensor};
+    /// use quantlens::quant::ActivationFormat;
+    /// use quantlens::model::{CaptureInputs, LinearLayer, QuantizeActivations};
+    ///
+    /// let layer = LinearLayer::new("proj", Tensor::ones((3, 2), DType::F32, &Device::Cpu)?, None)?;
+    /// let x = Tensor::new(&[[1f32, -2.0], [0.5, 4.0]], &Device::Cpu)?;
+    /// let mut capture = CaptureInputs::all();
+    /// layer.forward(&x, &mut capture)?;
+    /// let mut a8 = QuantizeActivations::static_per_layer(ActivationFormat::Int8, &capture.into_calibrations())?;
+    /// let y = layer.forward(&x, &mut a8)?;
+    /// assert_eq!(y.dims(), &[2, 3]);
+    /// assert_eq!(a8.name(), "act-int8-static-per-layer");
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn static_per_layer(
+        format: ActivationFormat,
+        calibrations: &BTreeMap<String, Calibration>,
+    ) -> Result<Self> {
+        let mut per_layer: BTreeMap<String, Box<dyn Quantizer>> = BTreeMap::new();
+        for (name, calib) in calibrations {
+            per_layer.insert(
+                name.clone(),
+                Box::new(ActivationQuantizer::static_from_calibration(format, calib)?),
+            );
+        }
+        Ok(QuantizeActivations {
+            quantizer: Box::new(ActivationQuantizer::per_token(format)),
+            filter: LayerFilter::Only(per_layer.keys().cloned().collect()),
+            per_layer,
+        })
+    }
+
     /// Restrict to some layers.
     pub fn layers(mut self, filter: LayerFilter) -> Self {
         self.filter = filter;
@@ -229,7 +269,14 @@ impl QuantizeActivations {
 
     /// The name of the activation quantizer, for reports.
     pub fn name(&self) -> String {
-        format!("act-{}", self.quantizer.name())
+        match self.per_layer.values().next() {
+            // `int8-static-1.5e0` → `act-int8-static-per-layer`.
+            Some(q) => format!(
+                "act-{}-static-per-layer",
+                q.name().split("-static").next().unwrap_or_default()
+            ),
+            None => format!("act-{}", self.quantizer.name()),
+        }
     }
 }
 
@@ -247,7 +294,8 @@ impl ForwardHook for QuantizeActivations {
         } else {
             matrix.to_dtype(DType::F32)?
         };
-        let q = self.quantizer.fake_quantize(&matrix, None)?;
+        let quantizer = self.per_layer.get(layer).unwrap_or(&self.quantizer);
+        let q = quantizer.fake_quantize(&matrix, None)?;
         Ok(Some(q.to_dtype(x.dtype())?.reshape(dims)?))
     }
 }
