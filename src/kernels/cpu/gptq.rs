@@ -337,32 +337,7 @@ fn min_max_lane(cols: &[[f32; LANES]], r: usize) -> (f32, f32, Option<usize>) {
     (mn, mx, None)
 }
 
-/// Min, max and finiteness of a run (eight lanes, as the RTN kernel reduces).
-pub(crate) fn min_max(x: &[f32]) -> (f32, f32, bool) {
-    let mut mn = [f32::INFINITY; 8];
-    let mut mx = [f32::NEG_INFINITY; 8];
-    let mut poison = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for k in 0..8 {
-            let v = ch[k];
-            mn[k] = if v < mn[k] { v } else { mn[k] };
-            mx[k] = if v > mx[k] { v } else { mx[k] };
-            poison[k] += v * 0.0;
-        }
-    }
-    for (k, &v) in rest.iter().enumerate() {
-        mn[k] = if v < mn[k] { v } else { mn[k] };
-        mx[k] = if v > mx[k] { v } else { mx[k] };
-        poison[k] += v * 0.0;
-    }
-    (
-        mn.iter().fold(f32::INFINITY, |a, &b| a.min(b)),
-        mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
-        poison.iter().all(|p| *p == 0.0),
-    )
-}
+pub(crate) use crate::kernels::cpu::uniform::min_max;
 
 #[cfg(test)]
 mod tests {

@@ -72,24 +72,12 @@ where
 
 /// `Error::NonFinite` naming the first NaN or infinity of a weight, if any.
 ///
-/// The common case (all finite) is a parallel, vectorised pass: `x · 0` is 0 for finite `x`
-/// and NaN otherwise, so a chunk's sum of `x · 0` is 0 exactly when the chunk is finite. The
-/// slow, exact count runs only when something is wrong.
+/// The common case (all finite) is a parallel, vectorised pass (the RTN kernel's lane-wise
+/// reduction); the slow, exact count runs only when something is wrong.
 pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
-    let clean = x.par_chunks(TASK_ELEMS).all(|c| {
-        let mut poison = [0f32; 8];
-        let chunks = c.chunks_exact(8);
-        let rest = chunks.remainder();
-        for ch in chunks {
-            for (p, &v) in poison.iter_mut().zip(ch) {
-                *p += v * 0.0;
-            }
-        }
-        for (p, &v) in poison.iter_mut().zip(rest) {
-            *p += v * 0.0;
-        }
-        poison.iter().all(|p| *p == 0.0)
-    });
+    let clean = x
+        .par_chunks(TASK_ELEMS)
+        .all(|c| crate::kernels::cpu::uniform::min_max(c).2);
     if clean {
         return Ok(());
     }

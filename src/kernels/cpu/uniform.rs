@@ -117,6 +117,13 @@ multiversion! {
     }
 }
 
+/// Min, max and whether every value is finite: the lane-wise reduction of the RTN kernel,
+/// shared with GPTQ's group ranges and the table quantizers' finiteness check.
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32, bool) {
+    let s = reduce(x);
+    (s.min, s.max, s.finite)
+}
+
 multiversion! {
     /// Σ|x| in f64, eight lanes, for the sign scale mean|w|.
     fn sum_abs(x: &[f32]) -> f64 {
