@@ -252,6 +252,11 @@ pub enum Error {
         damping: f64,
     },
 
+    /// The tokenizer could not be built or could not encode or decode (from the `tokenizers`
+    /// crate).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
     /// An error from Candle itself.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

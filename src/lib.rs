@@ -127,6 +127,7 @@ pub mod rng;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+pub mod text;
 
 pub use error::{Error, Result};
 pub use mis::{Interval, MembershipSample, MisEstimate, MisEstimator};
