@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::TestRng;
-use quantlens::quant::{NullSpaceRefine, RescaleRule};
+use quantlens::quant::{NullSpaceCache, NullSpaceRefine, RescaleRule};
 use quantlens::{
     Calibration, Error, Nf4Quantizer, QuantSpec, Quantizer, ScaleDType, UniformQuantizer,
 };
@@ -287,4 +287,28 @@ fn bad_input_is_an_error() {
         Err(Error::Unsupported(_))
     ));
     assert!(q.uses_calibration());
+}
+
+#[test]
+fn a_shared_cache_computes_each_basis_once_and_changes_nothing() {
+    let mut rng = TestRng::new(9);
+    let (rows, d, k, n) = (8, 32, 8, 120);
+    let basis = matrix(k, d, &mut rng);
+    let x = inputs(n, d, &basis, k, 0.01, &mut rng);
+    let wt = tensor(&matrix(rows, d, &mut rng), rows, d);
+    let calib = calibration(&x, n, d);
+    let other = calibration(&inputs(n, d, &basis, k, 0.5, &mut rng), n, d);
+    let cache = NullSpaceCache::default();
+    for bits in [QuantSpec::int4(), QuantSpec::int3()] {
+        let base = UniformQuantizer::new(bits.per_channel()).unwrap();
+        let own = NullSpaceRefine::new(base.clone());
+        let shared = NullSpaceRefine::new(base).share_cache(&cache);
+        for c in [&calib, &other] {
+            let a = own.fake_quantize(&wt, Some(c)).unwrap();
+            let b = shared.fake_quantize(&wt, Some(c)).unwrap();
+            assert_eq!(values(&a), values(&b));
+        }
+    }
+    // Two calibrations, one rank cut: two bases, whatever the bit widths.
+    assert_eq!(cache.len(), 2);
 }

@@ -37,7 +37,7 @@ pub use float_format::FloatFormat;
 pub use gptq::{GptqQuantizer, GptqReport};
 pub use kmeans::{KMeansInit, KMeansQuantizer, LloydMax};
 pub use nf4::{NF4_LEVELS, Nf4Quantizer};
-pub use nullspace::{NullSpaceRefine, RescaleRule};
+pub use nullspace::{NullSpaceCache, NullSpaceRefine, RescaleRule};
 pub use packing::PackedCodes;
 pub use quantizer::Quantizer;
 pub use reconstruction::Reconstruction;

@@ -37,6 +37,10 @@
 //! [`RescaleRule::OutputOptimal`] is the ablation the design notes ask for: the per-row
 //! rescale minimising the output error directly, `α_r = (Q_r G W_rᵀ)/(Q_r G Q_rᵀ)`.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -92,6 +96,65 @@ pub struct NullSpaceRefine<Q> {
     base: Q,
     rule: RescaleRule,
     keep_only_improving: bool,
+    cache: NullSpaceCache,
+}
+
+/// The null-space bases already computed, keyed by the calibration's Gram matrix and the rank
+/// cut, so that refining several base quantizers of one layer (RTN, GPTQ, AWQ, at several bit
+/// widths) runs the `O(d³)` eigendecomposition once. A handle: clones share one store.
+///
+/// ```
+/// use quantlens::quant::{NullSpaceCache, NullSpaceRefine};
+/// use quantlens::{QuantSpec, UniformQuantizer};
+///
+/// let cache = NullSpaceCache::default();
+/// let int4 = NullSpaceRefine::new(UniformQuantizer::new(QuantSpec::int4().per_channel())?)
+///     .share_cache(&cache);
+/// let int3 = NullSpaceRefine::new(UniformQuantizer::new(QuantSpec::int3().per_channel())?)
+///     .share_cache(&cache);
+/// assert!(cache.is_empty());
+/// # let _ = (int4, int3);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct NullSpaceCache {
+    bases: Arc<Mutex<HashMap<CacheKey, Arc<Option<Vec<Vec<f64>>>>>>>,
+}
+
+/// `(d, samples, ratio bits, hash of the Gram's bits)`.
+type CacheKey = (usize, usize, u64, u64);
+
+impl NullSpaceCache {
+    /// Number of bases stored.
+    pub fn len(&self) -> usize {
+        self.bases.lock().map_or(0, |m| m.len())
+    }
+
+    /// Whether nothing is stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The basis for `g` under `ratio`, computed on first use.
+    fn basis(&self, g: &[f64], d: usize, samples: usize, ratio: f64) -> Arc<Option<Vec<Vec<f64>>>> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for v in g {
+            v.to_bits().hash(&mut hasher);
+        }
+        let key = (d, samples, ratio.to_bits(), hasher.finish());
+        if let Ok(map) = self.bases.lock()
+            && let Some(hit) = map.get(&key)
+        {
+            return Arc::clone(hit);
+        }
+        // Computed outside the lock: two threads may both compute a missing basis (same
+        // result), but no thread waits seconds on another layer's eigendecomposition.
+        let basis = Arc::new(null_space_basis(g, d, ratio));
+        if let Ok(mut map) = self.bases.lock() {
+            map.insert(key, Arc::clone(&basis));
+        }
+        basis
+    }
 }
 
 impl<Q: Quantizer> NullSpaceRefine<Q> {
@@ -105,7 +168,15 @@ impl<Q: Quantizer> NullSpaceRefine<Q> {
                 lambda: 0.2,
             },
             keep_only_improving: true,
+            cache: NullSpaceCache::default(),
         }
+    }
+
+    /// Store and look up null-space bases in `cache` (shared with other refiners) instead of
+    /// this refiner's own.
+    pub fn share_cache(mut self, cache: &NullSpaceCache) -> Self {
+        self.cache = cache.clone();
+        self
     }
     /// Choose the rule (validated: ratio ≥ 0, λ ≥ 0, both finite).
     pub fn rule(mut self, rule: RescaleRule) -> Result<Self> {
@@ -234,7 +305,8 @@ impl<Q: Quantizer> Quantizer for NullSpaceRefine<Q> {
         let g = calib.hessian_f64();
         let alpha: Vec<f64> = match self.rule {
             RescaleRule::NullSpace { ratio, lambda } => {
-                let Some(u0) = null_space_basis(&g, d, ratio) else {
+                let basis = self.cache.basis(&g, d, calib.samples(), ratio);
+                let Some(u0) = basis.as_ref() else {
                     return Ok(qt);
                 };
                 let m = u0.len();
