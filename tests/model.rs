@@ -8,9 +8,9 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
 use quantlens::model::{
-    Activation, CaptureInputs, EarlyStopping, ForwardHook, LayerFilter, LayerWeight, Mlp,
-    MlpConfig, PerturbActivations, QuantizableModel, QuantizeActivations, SequentialQuantization,
-    StoreAs, TrainConfig, evaluate, expected_calibration_error, train,
+    Activation, CalibrationMode, CaptureInputs, EarlyStopping, ForwardHook, LayerFilter,
+    LayerWeight, Mlp, MlpConfig, PerturbActivations, QuantizableModel, QuantizeActivations,
+    SequentialQuantization, StoreAs, TrainConfig, evaluate, expected_calibration_error, train,
 };
 use quantlens::{
     Calibration, Error, Perturbation, QuantSpec, QuantizedTensor, Quantizer, UniformQuantizer,
@@ -384,6 +384,52 @@ fn sequential_calibration_sees_the_quantized_earlier_layers() {
         SequentialQuantization::new(&rec2).run(&mut m2),
         Err(Error::InvalidParameter { .. })
     ));
+}
+
+#[test]
+fn full_precision_calibration_sees_the_original_inputs() {
+    let (x, y) = blobs(64, 10);
+    let mut m = Mlp::new(MlpConfig::new(6, &[16, 8], 3), 2, &Device::Cpu).unwrap();
+    train(&mut m, (&x, &y), None, &TrainConfig::new(3, 0)).unwrap();
+    let original = m.clone();
+    let rec = Recording {
+        inner: UniformQuantizer::new(QuantSpec::int2().per_channel()).unwrap(),
+        seen: Mutex::new(Vec::new()),
+    };
+    SequentialQuantization::new(&rec)
+        .calibration([x.narrow(0, 0, 40).unwrap(), x.narrow(0, 40, 24).unwrap()])
+        .calibration_mode(CalibrationMode::FullPrecision)
+        .run(&mut m)
+        .unwrap();
+    let seen = rec.seen.into_inner().unwrap();
+    assert_eq!(seen.len(), 3);
+    // Inputs of the full-precision prefix, computed naively from the original weights.
+    let layer = |h: &Tensor, name: &str| {
+        let l = original.linear_layer(name).unwrap();
+        h.matmul(&original.weight(name).unwrap().t().unwrap())
+            .unwrap()
+            .broadcast_add(l.bias().unwrap())
+            .unwrap()
+            .relu()
+            .unwrap()
+    };
+    let h1 = layer(&x, "layers.0");
+    let h2 = layer(&h1, "layers.1");
+    for (k, input) in [&x, &h1, &h2].into_iter().enumerate() {
+        let captured: Vec<f64> = seen[k]
+            .hessian_f64()
+            .iter()
+            .map(|h| h * seen[k].samples() as f64 / 2.0)
+            .collect();
+        let expected = gram(input);
+        assert!(
+            captured
+                .iter()
+                .zip(&expected)
+                .all(|(p, q)| (p - q).abs() <= 1e-4 * (1.0 + q.abs())),
+            "layer {k}"
+        );
+    }
 }
 
 #[test]

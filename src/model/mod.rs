@@ -21,7 +21,9 @@ pub use hooks::{
 };
 pub use linear::{LayerWeight, LinearLayer};
 pub use mlp::{Activation, Mlp, MlpConfig};
-pub use sequential::{LayerReport, QuantizationReport, SequentialQuantization, StoreAs};
+pub use sequential::{
+    CalibrationMode, LayerReport, QuantizationReport, SequentialQuantization, StoreAs,
+};
 pub use train::{EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, train};
 
 use candle_core::Tensor;

@@ -2,12 +2,14 @@
 //! calibration: each layer is calibrated on the inputs produced by the already-quantized
 //! layers before it).
 
+use std::collections::BTreeMap;
+
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::hooks::{CaptureInputs, LayerFilter, StopAfter};
 use crate::model::{LayerWeight, QuantizableModel};
-use crate::quant::Quantizer;
+use crate::quant::{Calibration, Quantizer};
 
 /// How a quantized layer is stored back into the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,6 +20,20 @@ pub enum StoreAs {
     /// The dequantized ("fake-quantized") dense weight: same numbers, faster repeated
     /// evaluation.
     FakeQuantized,
+}
+
+/// Which inputs a data-aware quantizer is calibrated on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CalibrationMode {
+    /// Each stage on the inputs produced by the already-quantized stages before it (GPTQ's
+    /// recipe: later layers see, and correct for, earlier layers' errors). Costs one
+    /// (truncated) forward pass of the calibration batches per stage.
+    #[default]
+    Sequential,
+    /// Every stage on the full-precision model's inputs, captured in one forward pass before
+    /// any layer changes: far cheaper on deep models (one pass instead of one per stage),
+    /// but each layer is blind to the errors of the layers before it.
+    FullPrecision,
 }
 
 /// What happened to one layer.
@@ -97,6 +113,7 @@ pub struct SequentialQuantization<'a> {
     calibration: Vec<Tensor>,
     filter: LayerFilter,
     store: StoreAs,
+    mode: CalibrationMode,
     progress: Option<ProgressFn<'a>>,
 }
 
@@ -111,6 +128,7 @@ impl<'a> SequentialQuantization<'a> {
             calibration: Vec::new(),
             filter: LayerFilter::All,
             store: StoreAs::Packed,
+            mode: CalibrationMode::Sequential,
             progress: None,
         }
     }
@@ -130,6 +148,12 @@ impl<'a> SequentialQuantization<'a> {
     /// Packed (default) or fake-quantized storage.
     pub fn store_as(mut self, store: StoreAs) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Calibrate sequentially (default) or on the full-precision model's inputs.
+    pub fn calibration_mode(mut self, mode: CalibrationMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -177,32 +201,28 @@ impl<'a> SequentialQuantization<'a> {
             quantizer: self.quantizer.name(),
             layers: Vec::with_capacity(total),
         };
+        let upfront = if data_aware && self.mode == CalibrationMode::FullPrecision {
+            let all: Vec<String> = stages.iter().flatten().cloned().collect();
+            densify_smoothed(model, &all)?;
+            Some(self.capture(model, &all, false)?)
+        } else {
+            None
+        };
         for stage in &stages {
-            if data_aware {
-                // A packed layer with input scales hands its hooks X·diag(s)⁻¹; the statistics
-                // must describe X, the input of the weight that is about to be re-quantized.
-                for name in stage {
-                    let layer = model.linear_layer(name)?;
-                    if let LayerWeight::Packed(q) = layer.weight()
-                        && q.input_scales().is_some()
-                    {
-                        let dense = layer.dense_weight()?;
-                        model.set_weight(name, LayerWeight::Dense(dense))?;
-                    }
-                }
+            if data_aware && upfront.is_none() {
+                densify_smoothed(model, stage)?;
             }
-            let calibrations = if data_aware {
-                let mut capture = CaptureInputs::new(LayerFilter::Only(stage.clone()));
-                for batch in &self.calibration {
-                    let mut hooks = (&mut capture, StopAfter::new(stage));
-                    match model.forward_hooked(batch, &mut hooks) {
-                        Ok(_) | Err(Error::ForwardStopped { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
+            let staged;
+            let calibrations = match &upfront {
+                Some(all) => all,
+                None if data_aware => {
+                    staged = self.capture(model, stage, true)?;
+                    &staged
                 }
-                capture.into_calibrations()
-            } else {
-                Default::default()
+                None => {
+                    staged = Default::default();
+                    &staged
+                }
             };
             for name in stage {
                 let layer = model.linear_layer(name)?;
@@ -242,4 +262,43 @@ impl<'a> SequentialQuantization<'a> {
         }
         Ok(report)
     }
+
+    /// Calibration statistics of the `layers`' inputs over every calibration batch; with
+    /// `stop_early` each pass ends once all of them have run.
+    fn capture<M: QuantizableModel + ?Sized>(
+        &self,
+        model: &M,
+        layers: &[String],
+        stop_early: bool,
+    ) -> Result<BTreeMap<String, Calibration>> {
+        let mut capture = CaptureInputs::new(LayerFilter::Only(layers.to_vec()));
+        for batch in &self.calibration {
+            let outcome = if stop_early {
+                model.forward_hooked(batch, &mut (&mut capture, StopAfter::new(layers)))
+            } else {
+                model.forward_hooked(batch, &mut capture)
+            };
+            match outcome {
+                Ok(_) | Err(Error::ForwardStopped { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(capture.into_calibrations())
+    }
+}
+
+/// A packed layer with input scales hands its hooks `X·diag(s)⁻¹`; calibration statistics must
+/// describe `X`, the input of the weight about to be re-quantized, so such layers go back to
+/// their dense effective weight first.
+fn densify_smoothed<M: QuantizableModel + ?Sized>(model: &mut M, layers: &[String]) -> Result<()> {
+    for name in layers {
+        let layer = model.linear_layer(name)?;
+        if let LayerWeight::Packed(q) = layer.weight()
+            && q.input_scales().is_some()
+        {
+            let dense = layer.dense_weight()?;
+            model.set_weight(name, LayerWeight::Dense(dense))?;
+        }
+    }
+    Ok(())
 }
