@@ -118,8 +118,11 @@ pub struct NullSpaceRefine<Q> {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct NullSpaceCache {
-    bases: Arc<Mutex<HashMap<CacheKey, Arc<Option<Vec<Vec<f64>>>>>>>,
+    bases: Arc<Mutex<HashMap<CacheKey, SharedBasis>>>,
 }
+
+/// A basis as rows (`None`: no rank cut qualifies), shared by every refiner that needs it.
+type SharedBasis = Arc<Option<Vec<Vec<f64>>>>;
 
 /// `(d, samples, ratio bits, hash of the Gram's bits)`.
 type CacheKey = (usize, usize, u64, u64);
@@ -136,7 +139,7 @@ impl NullSpaceCache {
     }
 
     /// The basis for `g` under `ratio`, computed on first use.
-    fn basis(&self, g: &[f64], d: usize, samples: usize, ratio: f64) -> Arc<Option<Vec<Vec<f64>>>> {
+    fn basis(&self, g: &[f64], d: usize, samples: usize, ratio: f64) -> SharedBasis {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for v in g {
             v.to_bits().hash(&mut hasher);
