@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 
 /// The feed-forward non-linearity (`hidden_act` in `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum HiddenAct {
     /// `"gelu"`: the exact GELU, `x · Φ(x) = x/2 · (1 + erf(x/√2))` (BERT, MiniLM).
     #[default]
