@@ -8,6 +8,8 @@
 //! The crate ships an [`Mlp`] classifier with a seeded, deterministic [`train`] loop and
 //! [`evaluate`] helpers; the transformer models of later releases implement the same trait.
 
+mod bert;
+mod embedding;
 mod eval;
 mod hooks;
 mod linear;
@@ -15,6 +17,8 @@ mod mlp;
 mod sequential;
 mod train;
 
+pub use bert::{BertConfig, BertEmbeddings, BertEncoder, BertLayer, HiddenAct, LayerNorm};
+pub use embedding::EmbeddingSimilarity;
 pub use eval::{Evaluation, evaluate, expected_calibration_error};
 pub use hooks::{
     CaptureInputs, ForwardHook, LayerFilter, NoHooks, PerturbActivations, QuantizeActivations,
