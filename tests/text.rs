@@ -155,6 +155,15 @@ fn corpus_refuses_bad_input() {
     assert!(c.split_by_document(1.0, 1).is_err());
     assert!(c.split_by_document(f64::NAN, 1).is_err());
     assert!(c.subset(&[5]).is_err());
+    let shuffled = c.shuffled(3);
+    assert_eq!(shuffled, c.shuffled(3));
+    let mut names: Vec<String> = shuffled
+        .documents()
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"]);
     assert!(
         TextCorpus::new(vec![doc("a")])
             .unwrap()

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{MembershipSplit, fixtures_dir};
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 
 /// One document: a stable name (its path relative to the corpus root) and its text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +141,13 @@ impl TextCorpus {
             })
             .collect::<Result<Vec<_>>>()?;
         TextCorpus::new(docs)
+    }
+
+    /// The documents in a seeded random order (same seed, same order).
+    pub fn shuffled(&self, seed: u64) -> TextCorpus {
+        let mut docs = self.documents.clone();
+        SplitMix64::new(seed).shuffle(&mut docs);
+        TextCorpus { documents: docs }
     }
 
     /// A seeded split by document: a fraction `member_fraction` of the documents (rounded,

@@ -92,6 +92,17 @@ impl BertEncoder {
         Self::build(config, &mut src, device)
     }
 
+    /// all-MiniLM-L6-v2 (f32, 6 layers, hidden 384) from the fixture cache
+    /// (`minilm/model.safetensors` and `minilm/config.json`, filled by
+    /// `scripts/fetch-fixtures.sh`).
+    pub fn minilm(device: &Device) -> Result<Self> {
+        BertEncoder::from_safetensors(
+            crate::data::fixture_path("minilm/model.safetensors")?,
+            crate::data::fixture_path("minilm/config.json")?,
+            device,
+        )
+    }
+
     /// A randomly initialised encoder (for tests and experiments), the same bytes for the same
     /// seed. Every parameter is drawn — weights, biases and embeddings from `N(0, σ²)`,
     /// LayerNorm scales from `1 + N(0, σ²)`, shifts from `N(0, σ²)`, with
