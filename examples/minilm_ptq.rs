@@ -191,10 +191,12 @@ fn main() -> quantlens::Result<()> {
     let cache = NullSpaceCache::default();
     println!();
     println!(
-        "| scheme | bits | held-out rel. output error, mean | worst layer | embedding cosine (mean / min) | quantize time |"
+        "| scheme | bits | held-out rel. output error, mean | worst layer | layers better than the base | embedding cosine (mean / min) | quantize time |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for bits in [4u8, 3] {
+        // The previous row's per-layer errors: each "+ Q2N" row follows its base.
+        let mut base_errors: Vec<f64> = Vec::new();
         for scheme in schemes(bits, &cache)? {
             let t = Instant::now();
             let quantized: Vec<QuantizedTensor> = names
@@ -233,8 +235,19 @@ fn main() -> quantlens::Result<()> {
                 embeddings(&m, &embed_batches, &mut NoHooks)?
             };
             let cos = EmbeddingSimilarity::between(&reference, &got)?;
+            let better = if scheme.name.ends_with("Q2N") {
+                let n = errors
+                    .iter()
+                    .zip(&base_errors)
+                    .filter(|(e, b)| e.1 < **b)
+                    .count();
+                format!("{n}/{}", errors.len())
+            } else {
+                "–".to_string()
+            };
+            base_errors = errors.iter().map(|e| e.1).collect();
             println!(
-                "| {} | {bits} | {mean:.4} | {:.4} ({}) | {:.5} / {:.5} | {elapsed:.1} s |",
+                "| {} | {bits} | {mean:.4} | {:.4} ({}) | {better} | {:.5} / {:.5} | {elapsed:.1} s |",
                 scheme.name, worst.1, worst.0, cos.mean, cos.min
             );
         }
