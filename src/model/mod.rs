@@ -10,7 +10,9 @@
 
 mod eval;
 mod hooks;
+mod language;
 mod linear;
+mod llama;
 mod mlp;
 mod sequential;
 mod train;
@@ -19,10 +21,15 @@ pub use eval::{Evaluation, evaluate, expected_calibration_error};
 pub use hooks::{
     CaptureInputs, ForwardHook, LayerFilter, NoHooks, PerturbActivations, QuantizeActivations,
 };
+pub use language::{Perplexity, PerplexityConfig, perplexity};
 pub use linear::{LayerWeight, LinearLayer};
+pub use llama::{GenerateConfig, KvCache, Llama, LlamaConfig, RopeStyle, Sampling, SourceFormats};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use sequential::{LayerReport, QuantizationReport, SequentialQuantization, StoreAs};
-pub use train::{EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, train};
+pub use train::{
+    EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, next_token_pairs,
+    train,
+};
 
 use candle_core::Tensor;
 

@@ -21,7 +21,10 @@ pub trait Trainable: QuantizableModel {
 /// What the model is fitted to minimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Objective {
-    /// Softmax cross-entropy against integer (`u32`) class labels.
+    /// Softmax cross-entropy against integer (`u32`) class labels: outputs `[n, C]` against
+    /// labels `[n]`, or a language model's logits `[n, t, V]` against next-token targets
+    /// `[n, t]` (leading dimensions are flattened; the loss is the mean over all tokens; see
+    /// [`next_token_pairs`]).
     #[default]
     CrossEntropy,
     /// Mean squared error against `f32` targets shaped like the output (`[n]` for a single
@@ -227,7 +230,8 @@ pub fn train<M: Trainable + ?Sized>(
         for (what, labels) in
             std::iter::once(("training", y)).chain(validation.map(|v| ("validation", v.1)))
         {
-            let max = labels.max(0)?.to_scalar::<u32>()? as usize;
+            // Flattened, so token targets [n, t] are checked like class labels [n].
+            let max = labels.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
             if max >= classes {
                 return Err(Error::InvalidParameter {
                     name: "targets",
@@ -331,6 +335,22 @@ pub(crate) fn mean_loss<M: QuantizableModel + ?Sized>(
 
 fn objective_loss(objective: Objective, out: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(match objective {
+        Objective::CrossEntropy if out.rank() > 2 => {
+            // A language model: logits [n, t, V] against targets [n, t], one row per token.
+            let (lead, classes) = out.dims().split_at(out.rank() - 1);
+            if y.dims() != lead {
+                return Err(Error::ShapeMismatch(format!(
+                    "outputs {:?} need targets {lead:?}, got {:?}",
+                    out.dims(),
+                    y.dims()
+                )));
+            }
+            let rows: usize = lead.iter().product();
+            candle_nn::loss::cross_entropy(
+                &out.to_dtype(DType::F32)?.reshape((rows, classes[0]))?,
+                &y.reshape(rows)?,
+            )?
+        }
         Objective::CrossEntropy => candle_nn::loss::cross_entropy(&out.to_dtype(DType::F32)?, y)?,
         Objective::SquaredError => {
             let y = y.reshape(out.dims())?.to_dtype(out.dtype())?;
@@ -362,11 +382,12 @@ fn check_split(what: &'static str, x: &Tensor, y: &Tensor, objective: Objective)
         )));
     }
     match objective {
-        Objective::CrossEntropy if y.dtype() != DType::U32 || y.rank() != 1 => {
+        // Class labels [n], or a language model's next-token targets [n, t].
+        Objective::CrossEntropy if y.dtype() != DType::U32 || !(1..=2).contains(&y.rank()) => {
             return Err(Error::InvalidParameter {
                 name: "targets",
                 reason: format!(
-                    "cross-entropy needs u32 class labels of shape [n], got {:?} {:?}",
+                    "cross-entropy needs u32 class labels [n] or token targets [n, t], got {:?} {:?}",
                     y.dtype(),
                     y.dims()
                 ),
@@ -397,6 +418,62 @@ fn check_split(what: &'static str, x: &Tensor, y: &Tensor, objective: Objective)
         });
     }
     Ok(())
+}
+
+/// Split token windows `[n, t + 1]` (u32) into language-model training pairs: inputs
+/// `[n, t]` (every token but the last) and next-token targets `[n, t]` (every token but the
+/// first), ready for [`train`] with [`Objective::CrossEntropy`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quantlens::model::next_token_pairs;
+///
+/// let windows = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu)?;
+/// let (x, y) = next_token_pairs(&windows)?;
+/// assert_eq!(x.to_vec2::<u32>()?, [[1, 2, 3], [5, 6, 7]]);
+/// assert_eq!(y.to_vec2::<u32>()?, [[2, 3, 4], [6, 7, 8]]);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] unless `windows` is u32, [`Error::RankMismatch`] unless it is a
+/// matrix, [`Error::TooFewSamples`] for windows of fewer than 2 tokens, and
+/// [`Error::EmptyTensor`] for no window.
+pub fn next_token_pairs(windows: &Tensor) -> Result<(Tensor, Tensor)> {
+    if windows.dtype() != DType::U32 {
+        return Err(Error::InvalidParameter {
+            name: "token windows",
+            reason: format!("must be u32 token ids, got {:?}", windows.dtype()),
+        });
+    }
+    let (n, len) = match *windows.dims() {
+        [n, len] => (n, len),
+        _ => {
+            return Err(Error::RankMismatch {
+                what: "token windows [n, t + 1]",
+                expected: 2,
+                shape: windows.dims().to_vec(),
+            });
+        }
+    };
+    if n == 0 {
+        return Err(Error::EmptyTensor {
+            what: "token windows",
+            shape: windows.dims().to_vec(),
+        });
+    }
+    if len < 2 {
+        return Err(Error::TooFewSamples {
+            what: "tokens per window",
+            needed: 2,
+            got: len,
+        });
+    }
+    Ok((
+        windows.narrow(1, 0, len - 1)?.contiguous()?,
+        windows.narrow(1, 1, len - 1)?.contiguous()?,
+    ))
 }
 
 /// A seeded Fisher–Yates permutation of `0..n`.
