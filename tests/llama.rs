@@ -347,6 +347,15 @@ fn kv_cache_decoding_equals_the_full_forward() {
     ));
     assert!(model.kv_cache(0).is_err());
     assert!(model.kv_cache(17).is_err());
+    // The last-position variant (what generation uses) gives the last row of the full pass.
+    let mut fresh = model.kv_cache(14).unwrap();
+    let last = model
+        .forward_cached_last(&ids, &mut fresh, &mut NoHooks)
+        .unwrap();
+    assert_eq!(last.dims(), [2, VOCAB]);
+    let want = model.forward(&ids).unwrap().narrow(1, 13, 1).unwrap();
+    assert!(rel_diff(&to_f64(&last), &to_f64(&want)) < 1e-5);
+    assert_eq!(fresh.len(), 14);
 }
 
 #[test]

@@ -17,6 +17,34 @@ pub(crate) struct Step<'a> {
     pub(crate) offset: usize,
     pub(crate) kernels: Kernels,
     pub(crate) cache: Option<&'a mut KvCache>,
+    /// The additive causal mask `[t, offset + t]`, built once per pass; `None` for a single
+    /// new token, which may attend to every position.
+    pub(crate) mask: Option<Tensor>,
+}
+
+impl<'a> Step<'a> {
+    /// The shared state of a pass over `t` new tokens after `offset` earlier ones.
+    pub(crate) fn new(
+        rope: &'a Rope,
+        offset: usize,
+        t: usize,
+        kernels: Kernels,
+        cache: Option<&'a mut KvCache>,
+        device: &Device,
+    ) -> Result<Self> {
+        let mask = if t > 1 {
+            Some(causal_mask(t, offset, device)?)
+        } else {
+            None
+        };
+        Ok(Step {
+            rope,
+            offset,
+            kernels,
+            cache,
+            mask,
+        })
+    }
 }
 
 /// One attention sub-layer: `o_proj(softmax(q kᵀ/√d + causal mask) v)` per head, the query
@@ -65,15 +93,12 @@ impl Attention {
         let groups = heads / kv_heads;
         let q = (q * (1.0 / (d as f64).sqrt()))?.reshape((b, kv_heads, groups * t, d))?;
         let scores = q.matmul(&k.t()?)?;
-        let scores = if t > 1 {
-            let mask = causal_mask(t, step.offset, x.device())?;
-            scores
+        let scores = match &step.mask {
+            Some(mask) => scores
                 .reshape((b, kv_heads, groups, t, total))?
-                .broadcast_add(&mask)?
-                .reshape((b, kv_heads, groups * t, total))?
-        } else {
-            // A single new token may attend to every cached position.
-            scores
+                .broadcast_add(mask)?
+                .reshape((b, kv_heads, groups * t, total))?,
+            None => scores,
         };
         let probs = step.kernels.softmax(&scores)?;
         let out = probs.matmul(&v)?;

@@ -6,7 +6,6 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::model::hooks::{ForwardHook, NoHooks};
 use crate::model::llama::Llama;
-use crate::model::llama::kernels::Kernels;
 use crate::rng::SplitMix64;
 
 /// How the next token is chosen from the logits.
@@ -164,7 +163,7 @@ impl Llama {
         let mut input = Tensor::from_slice(prompt, (1, prompt.len()), &device)?;
         let mut out = Vec::with_capacity(config.max_new_tokens);
         loop {
-            let logits = self.run(&input, hooks, Some(&mut cache), Kernels::Fused, true)?;
+            let logits = self.forward_cached_last(&input, &mut cache, hooks)?;
             let logits = logits
                 .flatten_all()?
                 .to_dtype(DType::F32)?

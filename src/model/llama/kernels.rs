@@ -19,7 +19,8 @@ impl Kernels {
     /// `x / sqrt(mean(x²) + ε) · weight` over the last dimension.
     pub(crate) fn rms_norm(self, x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         Ok(match self {
-            Kernels::Fused => candle_nn::ops::rms_norm(x, weight, eps as f32)?,
+            // The fused kernel reads rows in place (a no-op copy when already contiguous).
+            Kernels::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?,
             Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?,
         })
     }

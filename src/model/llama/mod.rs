@@ -351,6 +351,19 @@ impl Llama {
         self.run(ids, hooks, Some(cache), Kernels::Fused, false)
     }
 
+    /// Like [`forward_cached`](Self::forward_cached), but only the last position's logits
+    /// `[b, vocab]`: what generation needs after a prompt (the LM head, a `[vocab, hidden]`
+    /// product per position, runs once).
+    pub fn forward_cached_last(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        hooks: &mut dyn ForwardHook,
+    ) -> Result<Tensor> {
+        let logits = self.run(ids, hooks, Some(cache), Kernels::Fused, true)?;
+        Ok(logits.squeeze(1)?)
+    }
+
     /// The forward pass: `ids: [b, t]` (u32) → logits `[b, t, vocab]`, or `[b, 1, vocab]` of
     /// the last position when `last_only`.
     pub(crate) fn run(
@@ -372,12 +385,14 @@ impl Llama {
             embedding
                 .index_select(&ids.flatten_all()?, 0)?
                 .reshape((b, t, c.hidden_size))?;
-        let mut step = Step {
-            rope: &self.rope,
+        let mut step = Step::new(
+            &self.rope,
             offset,
+            t,
             kernels,
-            cache: cache.as_deref_mut(),
-        };
+            cache.as_deref_mut(),
+            ids.device(),
+        )?;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, i, c.rms_eps, &mut step, hooks)?;
         }
