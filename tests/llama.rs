@@ -593,7 +593,10 @@ fn training_learns_a_repeated_pattern() {
     assert_eq!(stopped, [1, 9]);
     // Targets of the wrong shape are refused.
     let y_short = y.narrow(1, 0, 7).unwrap();
-    assert!(train(&mut model, (&x, &y_short), None, &TrainConfig::new(1, 0)).is_err());
+    assert!(matches!(
+        train(&mut model, (&x, &y_short), None, &TrainConfig::new(1, 0)),
+        Err(Error::ShapeMismatch(_))
+    ));
 }
 
 /// A "model" whose logits are all 0: the uniform distribution over `VOCAB` tokens.
@@ -674,7 +677,7 @@ fn perplexity_of_one_window_is_the_mean_next_token_nll() {
         ppl.total_nll
     );
     assert!((ppl.perplexity - (nll / 15.0).exp()).abs() < 1e-4 * ppl.perplexity);
-    // Shorter windows see less context: a different (here: any) total, same count.
+    // Shorter windows give the later tokens less context: same count, another total.
     let short = perplexity(&model, &tokens, PerplexityConfig::new(4, 2).batch(3)).unwrap();
     assert_eq!(short.tokens, 15);
     assert!((short.total_nll - nll).abs() > 1e-3);

@@ -222,14 +222,21 @@ pub fn train<M: Trainable + ?Sized>(
     if config.objective == Objective::CrossEntropy {
         // Candle's gather does not bounds-check labels; a label ≥ the number of outputs must
         // be an error here, not garbage (or a panic) inside the loss.
-        let classes = *model
-            .forward(&x.narrow(0, 0, 1)?)?
-            .dims()
-            .last()
-            .unwrap_or(&0);
+        let probe = model.forward(&x.narrow(0, 0, 1)?)?;
+        let out_dims = probe.dims();
+        let classes = *out_dims.last().unwrap_or(&0);
         for (what, labels) in
             std::iter::once(("training", y)).chain(validation.map(|v| ("validation", v.1)))
         {
+            // Targets have the outputs' leading shape: [n] for [n, C], [n, t] for [n, t, V].
+            let lead = &out_dims[..out_dims.len().saturating_sub(1)];
+            if labels.dims().get(1..) != lead.get(1..) {
+                return Err(Error::ShapeMismatch(format!(
+                    "{what} targets {:?} do not match outputs [n, ..] = {out_dims:?} without \
+                     their last dimension",
+                    labels.dims()
+                )));
+            }
             // Flattened, so token targets [n, t] are checked like class labels [n].
             let max = labels.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
             if max >= classes {

@@ -194,10 +194,10 @@ impl LlamaConfig {
                 format!("must be even (RoPE rotates pairs), got {}", self.head_dim),
             );
         }
-        if self.rope_theta.is_nan() || self.rope_theta <= 1.0 || self.rope_theta.is_infinite() {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 || self.rope_theta.is_infinite() {
             return bad(
                 "rope_theta",
-                format!("must be finite and > 1, got {}", self.rope_theta),
+                format!("must be finite and > 0, got {}", self.rope_theta),
             );
         }
         if self.rms_eps.is_nan() || self.rms_eps <= 0.0 || self.rms_eps.is_infinite() {
