@@ -188,6 +188,10 @@ impl TrainHistory {
 /// `validation` (optional) is only evaluated, never trained on; it drives early stopping and
 /// the `val_loss` column of the history.
 ///
+/// A language model ([`Llama`](crate::model::Llama)) trains the same way: `x` holds token ids
+/// `[n, t]`, `y` the next-token targets `[n, t]` ([`next_token_pairs`] makes both from windows
+/// `[n, t + 1]`), and the cross-entropy is the mean over all `n · t` tokens.
+///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// use quantlens::model::{Mlp, MlpConfig, TrainConfig, train};
