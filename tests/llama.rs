@@ -817,6 +817,17 @@ fn smollm2_config_and_source_formats_come_from_the_gguf() {
         Llama::from_gguf(&partial, &Device::Cpu),
         Err(Error::Unsupported(_))
     ));
+    // So is RoPE scaling, which plain RoPE would silently get wrong.
+    let mut scaled = metadata.clone();
+    let linear = gguf_file::Value::String("linear".into());
+    scaled.push(("llama.rope.scaling.type", &linear));
+    let mut out = std::fs::File::create(&partial).unwrap();
+    gguf_file::write(&mut out, &scaled, &[("token_embd.weight", &embd)]).unwrap();
+    drop(out);
+    match Llama::from_gguf(&partial, &Device::Cpu) {
+        Err(Error::Unsupported(why)) => assert!(why.contains("RoPE scaling"), "{why}"),
+        other => panic!("expected RoPE scaling to be refused, got {other:?}"),
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -99,7 +99,8 @@ impl Llama {
     ///
     /// [`Error::Io`] when the file cannot be opened, [`Error::Malformed`] when it is not GGUF,
     /// lacks a metadata key or a tensor, or holds a tensor of the wrong shape, and
-    /// [`Error::Unsupported`] for another architecture, a mixture of experts or partial RoPE.
+    /// [`Error::Unsupported`] for another architecture, a mixture of experts, partial RoPE or
+    /// RoPE scaling (Llama 3.1's `rope_freqs`, linear or YaRN context extension).
     pub fn from_gguf(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
         let malformed = |reason: String| Error::Malformed {
@@ -210,6 +211,23 @@ fn config_from_metadata(content: &Content, path: &Path) -> Result<LlamaConfig> {
         return Err(Error::Unsupported(format!(
             "{}: a mixture-of-experts checkpoint",
             path.display()
+        )));
+    }
+    // Llama 3.1-style frequency scaling and linear/YaRN context extension change every RoPE
+    // angle; loading such a file as plain RoPE would give wrong logits, so refuse it.
+    let scaling = match md.get("llama.rope.scaling.type") {
+        Some(Value::String(s)) => s.as_str(),
+        _ => "none",
+    };
+    if scaling != "none" || content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(Error::Unsupported(format!(
+            "{}: RoPE scaling ({}) is not implemented",
+            path.display(),
+            if scaling != "none" {
+                scaling
+            } else {
+                "rope_freqs.weight"
+            }
         )));
     }
     let num_layers = required("block_count", int("block_count")?)?;
