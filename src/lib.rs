@@ -14,10 +14,13 @@
 //! | [`LossProbe`] | model outputs → one loss per sample | [`CrossEntropy`] (fused CPU kernel), [`SequenceNll`], [`SquaredError`] |
 //! | [`MisEstimator`] | member / non-member losses → MIS = 1 − advantage | [`LossThreshold`] (with AUC, TPR@FPR, bootstrap/DKW intervals), [`SmoothedTv`]; plus [`mis::Lira`], [`mis::Rmia`], DP ε audits, ranking, the experimental [`mis::MisIndicator`] |
 //!
-//! Around them: [`model`] (the [`model::QuantizableModel`] trait, an MLP, seeded training,
-//! forward hooks, sequential whole-model quantization), [`data`] (embedded digits, scikit-learn
-//! tables, B3DB molecules, standardisation fitted on members only, membership splits) and
-//! [`io`] (GGUF and safetensors, bit-compatible with Candle's reader for Q4_0/Q4_1/Q8_0).
+//! Around them: [`model`] (the [`model::QuantizableModel`] trait; an MLP, a Llama-family decoder
+//! that loads SmolLM2 from GGUF or trains from scratch, a BERT encoder for all-MiniLM-L6-v2;
+//! seeded training, forward hooks, sequential whole-model quantization, perplexity, embedding
+//! similarity), [`text`] (tokenizers, the Python-docs corpus, token windows), [`data`]
+//! (embedded digits, scikit-learn tables, B3DB molecules, standardisation fitted on members
+//! only, membership splits) and [`io`] (GGUF and safetensors, bit-compatible with Candle's
+//! reader for Q4_0/Q4_1/Q8_0).
 //!
 //! ```text
 //! weights ─► Quantizer ─► QuantizedTensor ─► dequantize ─► model ─► LossProbe ─► MisEstimator
@@ -109,7 +112,7 @@
 //!
 //! ## Not yet
 //!
-//! Transformer models, explanations and CUDA kernels arrive in later releases; see `docs/status.md` in the repository.
+//! Explanation probes and CUDA kernels arrive in later releases; see `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

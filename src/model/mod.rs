@@ -5,14 +5,23 @@
 //! replacing weights by name, capturing calibration inputs, quantizing activations, quantizing
 //! the whole model layer by layer ([`SequentialQuantization`]) — comes with the trait.
 //!
-//! The crate ships an [`Mlp`] classifier with a seeded, deterministic [`train`] loop and
-//! [`evaluate`] helpers; the transformer models of later releases implement the same trait.
+//! The crate ships three models, all built from `LinearLayer`s:
+//!
+//! - [`Mlp`], a classifier/regressor, with a seeded, deterministic [`train`] loop and
+//!   [`evaluate`] helpers;
+//! - [`Llama`], a Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU, tied
+//!   embeddings, KV cache) that loads SmolLM2 from GGUF or trains from scratch, with
+//!   [`perplexity`] and generation;
+//! - [`BertEncoder`], a BERT encoder (all-MiniLM-L6-v2 from safetensors) producing mean-pooled,
+//!   normalised sentence embeddings, compared with [`EmbeddingSimilarity`].
 
 mod bert;
 mod embedding;
 mod eval;
 mod hooks;
+mod language;
 mod linear;
+mod llama;
 mod mlp;
 mod sequential;
 mod train;
@@ -23,12 +32,17 @@ pub use eval::{Evaluation, evaluate, expected_calibration_error};
 pub use hooks::{
     CaptureInputs, ForwardHook, LayerFilter, NoHooks, PerturbActivations, QuantizeActivations,
 };
+pub use language::{Perplexity, PerplexityConfig, perplexity};
 pub use linear::{LayerWeight, LinearLayer};
+pub use llama::{GenerateConfig, KvCache, Llama, LlamaConfig, RopeStyle, Sampling, SourceFormats};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use sequential::{
     CalibrationMode, LayerReport, QuantizationReport, SequentialQuantization, StoreAs,
 };
-pub use train::{EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, train};
+pub use train::{
+    EarlyStopping, EpochLog, Objective, TrainConfig, TrainHistory, Trainable, next_token_pairs,
+    train,
+};
 
 use candle_core::Tensor;
 

@@ -21,7 +21,10 @@ pub trait Trainable: QuantizableModel {
 /// What the model is fitted to minimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Objective {
-    /// Softmax cross-entropy against integer (`u32`) class labels.
+    /// Softmax cross-entropy against integer (`u32`) class labels: outputs `[n, C]` against
+    /// labels `[n]`, or a language model's logits `[n, t, V]` against next-token targets
+    /// `[n, t]` (leading dimensions are flattened; the loss is the mean over all tokens; see
+    /// [`next_token_pairs`]).
     #[default]
     CrossEntropy,
     /// Mean squared error against `f32` targets shaped like the output (`[n]` for a single
@@ -185,6 +188,10 @@ impl TrainHistory {
 /// `validation` (optional) is only evaluated, never trained on; it drives early stopping and
 /// the `val_loss` column of the history.
 ///
+/// A language model ([`Llama`](crate::model::Llama)) trains the same way: `x` holds token ids
+/// `[n, t]`, `y` the next-token targets `[n, t]` ([`next_token_pairs`] makes both from windows
+/// `[n, t + 1]`), and the cross-entropy is the mean over all `n · t` tokens.
+///
 /// ```
 /// use candle_core::{Device, Tensor};
 /// use quantlens::model::{Mlp, MlpConfig, TrainConfig, train};
@@ -219,15 +226,23 @@ pub fn train<M: Trainable + ?Sized>(
     if config.objective == Objective::CrossEntropy {
         // Candle's gather does not bounds-check labels; a label ≥ the number of outputs must
         // be an error here, not garbage (or a panic) inside the loss.
-        let classes = *model
-            .forward(&x.narrow(0, 0, 1)?)?
-            .dims()
-            .last()
-            .unwrap_or(&0);
+        let probe = model.forward(&x.narrow(0, 0, 1)?)?;
+        let out_dims = probe.dims();
+        let classes = *out_dims.last().unwrap_or(&0);
         for (what, labels) in
             std::iter::once(("training", y)).chain(validation.map(|v| ("validation", v.1)))
         {
-            let max = labels.max(0)?.to_scalar::<u32>()? as usize;
+            // Targets have the outputs' leading shape: [n] for [n, C], [n, t] for [n, t, V].
+            let lead = &out_dims[..out_dims.len().saturating_sub(1)];
+            if labels.dims().get(1..) != lead.get(1..) {
+                return Err(Error::ShapeMismatch(format!(
+                    "{what} targets {:?} do not match outputs [n, ..] = {out_dims:?} without \
+                     their last dimension",
+                    labels.dims()
+                )));
+            }
+            // Flattened, so token targets [n, t] are checked like class labels [n].
+            let max = labels.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
             if max >= classes {
                 return Err(Error::InvalidParameter {
                     name: "targets",
@@ -316,21 +331,57 @@ pub fn train<M: Trainable + ?Sized>(
     Ok(history)
 }
 
-/// The objective's mean loss of `model` on `(x, y)`, dropout off.
+/// The objective's mean loss of `model` on `(x, y)`, dropout off, in chunks of rows so that a
+/// language model's `[n, t, V]` logits never exist for the whole split at once. Chunk means
+/// are weighted by their share of the rows (every row has the same number of targets).
 pub(crate) fn mean_loss<M: QuantizableModel + ?Sized>(
     model: &M,
     x: &Tensor,
     y: &Tensor,
     objective: Objective,
 ) -> Result<f64> {
-    let out = model.forward(x)?;
-    Ok(objective_loss(objective, &out, y)?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?)
+    /// Logit elements per chunk (~64 MiB of f32): the whole split for any MLP, a few
+    /// sequences for a language model.
+    const CHUNK_ELEMENTS: usize = 1 << 24;
+    let n = x.dims()[0];
+    let first = model.forward(&x.narrow(0, 0, 1.min(n))?)?;
+    let per_row = first.elem_count().max(1);
+    let chunk = (CHUNK_ELEMENTS / per_row).clamp(1, n.max(1));
+    if chunk >= n {
+        return Ok(objective_loss(objective, &model.forward(x)?, y)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?);
+    }
+    let mut total = 0.0;
+    for start in (0..n).step_by(chunk) {
+        let len = chunk.min(n - start);
+        let out = model.forward(&x.narrow(0, start, len)?)?;
+        let mean = objective_loss(objective, &out, &y.narrow(0, start, len)?)?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        total += mean * len as f64;
+    }
+    Ok(total / n as f64)
 }
 
 fn objective_loss(objective: Objective, out: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(match objective {
+        Objective::CrossEntropy if out.rank() > 2 => {
+            // A language model: logits [n, t, V] against targets [n, t], one row per token.
+            let (lead, classes) = out.dims().split_at(out.rank() - 1);
+            if y.dims() != lead {
+                return Err(Error::ShapeMismatch(format!(
+                    "outputs {:?} need targets {lead:?}, got {:?}",
+                    out.dims(),
+                    y.dims()
+                )));
+            }
+            let rows: usize = lead.iter().product();
+            candle_nn::loss::cross_entropy(
+                &out.to_dtype(DType::F32)?.reshape((rows, classes[0]))?,
+                &y.reshape(rows)?,
+            )?
+        }
         Objective::CrossEntropy => candle_nn::loss::cross_entropy(&out.to_dtype(DType::F32)?, y)?,
         Objective::SquaredError => {
             let y = y.reshape(out.dims())?.to_dtype(out.dtype())?;
@@ -362,11 +413,12 @@ fn check_split(what: &'static str, x: &Tensor, y: &Tensor, objective: Objective)
         )));
     }
     match objective {
-        Objective::CrossEntropy if y.dtype() != DType::U32 || y.rank() != 1 => {
+        // Class labels [n], or a language model's next-token targets [n, t].
+        Objective::CrossEntropy if y.dtype() != DType::U32 || !(1..=2).contains(&y.rank()) => {
             return Err(Error::InvalidParameter {
                 name: "targets",
                 reason: format!(
-                    "cross-entropy needs u32 class labels of shape [n], got {:?} {:?}",
+                    "cross-entropy needs u32 class labels [n] or token targets [n, t], got {:?} {:?}",
                     y.dtype(),
                     y.dims()
                 ),
@@ -397,6 +449,62 @@ fn check_split(what: &'static str, x: &Tensor, y: &Tensor, objective: Objective)
         });
     }
     Ok(())
+}
+
+/// Split token windows `[n, t + 1]` (u32) into language-model training pairs: inputs
+/// `[n, t]` (every token but the last) and next-token targets `[n, t]` (every token but the
+/// first), ready for [`train`] with [`Objective::CrossEntropy`].
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quantlens::model::next_token_pairs;
+///
+/// let windows = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8]], &Device::Cpu)?;
+/// let (x, y) = next_token_pairs(&windows)?;
+/// assert_eq!(x.to_vec2::<u32>()?, [[1, 2, 3], [5, 6, 7]]);
+/// assert_eq!(y.to_vec2::<u32>()?, [[2, 3, 4], [6, 7, 8]]);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::InvalidParameter`] unless `windows` is u32, [`Error::RankMismatch`] unless it is a
+/// matrix, [`Error::TooFewSamples`] for windows of fewer than 2 tokens, and
+/// [`Error::EmptyTensor`] for no window.
+pub fn next_token_pairs(windows: &Tensor) -> Result<(Tensor, Tensor)> {
+    if windows.dtype() != DType::U32 {
+        return Err(Error::InvalidParameter {
+            name: "token windows",
+            reason: format!("must be u32 token ids, got {:?}", windows.dtype()),
+        });
+    }
+    let (n, len) = match *windows.dims() {
+        [n, len] => (n, len),
+        _ => {
+            return Err(Error::RankMismatch {
+                what: "token windows [n, t + 1]",
+                expected: 2,
+                shape: windows.dims().to_vec(),
+            });
+        }
+    };
+    if n == 0 {
+        return Err(Error::EmptyTensor {
+            what: "token windows",
+            shape: windows.dims().to_vec(),
+        });
+    }
+    if len < 2 {
+        return Err(Error::TooFewSamples {
+            what: "tokens per window",
+            needed: 2,
+            got: len,
+        });
+    }
+    Ok((
+        windows.narrow(1, 0, len - 1)?.contiguous()?,
+        windows.narrow(1, 1, len - 1)?.contiguous()?,
+    ))
 }
 
 /// A seeded Fisher–Yates permutation of `0..n`.
