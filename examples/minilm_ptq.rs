@@ -98,11 +98,12 @@ fn schemes(bits: u8, cache: &NullSpaceCache) -> quantlens::Result<Vec<Scheme>> {
     Ok(out)
 }
 
-/// Sequences `[n, SEQ_LEN]` framed by `[CLS] … [SEP]`, from one side of the document split.
+/// `n` sequences `[n, SEQ_LEN]` framed by `[CLS] … [SEP]`, drawn at random (seeded) from the
+/// token stream of one side of the document split.
 fn sequences(corpus: &TextCorpus, tok: &Tokenizer, n: usize) -> quantlens::Result<Vec<Tensor>> {
     let stream = token_stream(corpus, tok, None)?;
     let windows = TokenWindows::non_overlapping(SEQ_LEN)?.framed(tok.bos_id(), tok.eos_id())?;
-    let all = windows.to_tensor(&stream, Some(n), &Device::Cpu)?;
+    let all = windows.sample_tensor(&stream, n, SPLIT_SEED, &Device::Cpu)?;
     let n = all.dim(0)?;
     (0..n)
         .step_by(BATCH)

@@ -35,7 +35,9 @@ fn main() -> quantlens::Result<()> {
     println!(
         "SmolLM2-135M-Instruct loaded in {:.1} s; reference weights: {} (dequantized to f32)",
         t.elapsed().as_secs_f64(),
-        model.source_summary()
+        model
+            .source_formats()
+            .map_or_else(|| "unknown".to_string(), |f| f.summary())
     );
 
     // Evaluation and calibration text: disjoint halves of a seeded document order.
@@ -51,21 +53,24 @@ fn main() -> quantlens::Result<()> {
 
     let prompt = "<|im_start|>user\nWhat is the capital of France, and why is it famous?<|im_end|>\n<|im_start|>assistant\n";
     let prompt_ids = tok.encode(prompt)?;
+    let stop: Vec<u32> = tok.eos_id().into_iter().collect();
     let generate = |m: &Llama| -> quantlens::Result<String> {
         let ids = m.generate(
             &prompt_ids,
-            &GenerateConfig::new(48, Sampling::Greedy).stop_at(tok.eos_id()),
+            &GenerateConfig::new(48)
+                .sampling(Sampling::Greedy)
+                .stop_tokens(&stop),
         )?;
         tok.decode_skipping_special(&ids)
     };
 
     let t = Instant::now();
-    let fp = perplexity(&model, &eval_tokens, &ppl_config)?;
+    let fp = perplexity(&model, &eval_tokens, ppl_config)?;
     let fp_secs = t.elapsed().as_secs_f64();
     println!(
         "full precision: perplexity {:.3} over {} tokens ({} x {seq_len}) in {fp_secs:.1} s ({:.0} tokens/s)",
-        fp.perplexity(),
-        fp.tokens(),
+        fp.perplexity,
+        fp.tokens,
         n_eval,
         eval_tokens.len() as f64 / fp_secs
     );
@@ -84,7 +89,7 @@ fn main() -> quantlens::Result<()> {
     println!("|---|---|---|---|---|");
     println!(
         "| full precision (dequantized Q4_1) | 32 | {:.3} | – | {fp_secs:.0} s |",
-        fp.perplexity()
+        fp.perplexity
     );
     let mut generations = Vec::new();
     for q in &schemes {
@@ -108,12 +113,12 @@ fn main() -> quantlens::Result<()> {
         bar.finish_and_clear();
         let q_secs = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let ppl = perplexity(&m, &eval_tokens, &ppl_config)?;
+        let ppl = perplexity(&m, &eval_tokens, ppl_config)?;
         println!(
             "| {} | {:.3} | {:.3} | {q_secs:.1} s | {:.0} s |",
             q.name(),
             report.bits_per_weight(),
-            ppl.perplexity(),
+            ppl.perplexity,
             t.elapsed().as_secs_f64()
         );
         generations.push((q.name(), generate(&m)?));

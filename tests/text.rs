@@ -131,6 +131,30 @@ fn windows_follow_length_and_stride() {
     assert_eq!(t.dims(), [3, 10]);
     assert_eq!(t.to_vec2::<u32>().unwrap()[2][1], 16);
 
+    // A seeded sample: distinct whole windows, in stream order, reproducible.
+    let sampled = w
+        .sample_tensor(&stream, 5, 3, &Device::Cpu)
+        .unwrap()
+        .to_vec2::<u32>()
+        .unwrap();
+    assert_eq!(sampled.len(), 5);
+    for win in &sampled {
+        assert!(all.contains(win));
+    }
+    assert!(sampled.windows(2).all(|p| p[0][0] < p[1][0]));
+    assert_ne!(
+        sampled,
+        w.sample_tensor(&stream, 5, 4, &Device::Cpu)
+            .unwrap()
+            .to_vec2::<u32>()
+            .unwrap()
+    );
+    assert!(w.sample_tensor(&stream, 0, 3, &Device::Cpu).is_err());
+    assert!(
+        w.sample_tensor(&stream, all.len() + 1, 3, &Device::Cpu)
+            .is_err()
+    );
+
     assert!(TokenWindows::new(0, 1).is_err());
     assert!(TokenWindows::new(4, 0).is_err());
     assert!(

@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::rng::SplitMix64;
 use crate::text::{TextCorpus, Tokenizer};
 
 /// The documents of `corpus`, tokenized (without special tokens) and concatenated in corpus
@@ -143,6 +144,49 @@ impl TokenWindows {
             w.extend(me.suffix);
             w
         })
+    }
+
+    /// `n` distinct windows drawn uniformly at random (seeded), kept in stream order, as a
+    /// `[n, length]` u32 tensor: a sample spread over the whole stream rather than its first
+    /// documents. Errors when the stream has fewer than `n` whole windows, or `n` is 0.
+    ///
+    /// ```
+    /// use quantlens::text::TokenWindows;
+    ///
+    /// let stream: Vec<u32> = (0..1000).collect();
+    /// let w = TokenWindows::non_overlapping(10)?;
+    /// let a = w.sample_tensor(&stream, 5, 7, &candle_core::Device::Cpu)?;
+    /// assert_eq!(a.dims(), [5, 10]);
+    /// assert_eq!(a.to_vec2::<u32>()?, w.sample_tensor(&stream, 5, 7, &candle_core::Device::Cpu)?.to_vec2::<u32>()?);
+    /// # Ok::<(), quantlens::Error>(())
+    /// ```
+    pub fn sample_tensor(
+        &self,
+        tokens: &[u32],
+        n: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let available = self.count(tokens.len());
+        if n == 0 || n > available {
+            return Err(Error::TooFewSamples {
+                what: "whole windows in the token stream",
+                needed: n.max(1),
+                got: available,
+            });
+        }
+        let mut starts: Vec<usize> = (0..available).collect();
+        SplitMix64::new(seed).shuffle(&mut starts);
+        starts.truncate(n);
+        starts.sort_unstable();
+        let mut flat = Vec::with_capacity(n * self.length);
+        for i in starts {
+            let start = i * self.stride;
+            flat.extend(self.prefix);
+            flat.extend_from_slice(&tokens[start..start + self.body()]);
+            flat.extend(self.suffix);
+        }
+        Ok(Tensor::from_vec(flat, (n, self.length), device)?)
     }
 
     /// The first `limit` windows (all when `None`) as a `[n, length]` u32 tensor. Errors when
