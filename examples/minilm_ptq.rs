@@ -61,7 +61,7 @@ struct Scheme {
 
 fn schemes(bits: u8, cache: &NullSpaceCache) -> quantlens::Result<Vec<Scheme>> {
     let spec = QuantSpec::new(bits).per_group(128).asymmetric();
-    let rtn = || UniformQuantizer::new(spec.clone());
+    let rtn = || UniformQuantizer::new(spec);
     let mut out = Vec::new();
     let mut push = |name: &str, q: Box<dyn Quantizer>, a8: bool| {
         out.push(Scheme {
@@ -81,10 +81,10 @@ fn schemes(bits: u8, cache: &NullSpaceCache) -> quantlens::Result<Vec<Scheme>> {
         };
     }
     with_q2n!("RTN", rtn()?, false);
-    with_q2n!("GPTQ", GptqQuantizer::new(spec.clone())?, false);
+    with_q2n!("GPTQ", GptqQuantizer::new(spec)?, false);
     with_q2n!(
         "GPTQ act-order",
-        GptqQuantizer::new(spec.clone())?
+        GptqQuantizer::new(spec)?
             .act_order(true)
             .static_groups(true),
         false

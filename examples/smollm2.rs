@@ -79,8 +79,8 @@ fn main() -> quantlens::Result<()> {
     let per_channel4 = QuantSpec::int4().per_channel().asymmetric();
     let g64_3 = QuantSpec::int3().per_group(64).asymmetric();
     let schemes: Vec<Box<dyn Quantizer>> = vec![
-        Box::new(UniformQuantizer::new(per_channel4.clone())?),
-        Box::new(UniformQuantizer::new(g64_3.clone())?),
+        Box::new(UniformQuantizer::new(per_channel4)?),
+        Box::new(UniformQuantizer::new(g64_3)?),
         Box::new(GptqQuantizer::new(per_channel4)?),
         Box::new(GptqQuantizer::new(g64_3)?),
     ];
