@@ -198,7 +198,8 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
 }
 
 /// Writes the loss-threshold attack's ROC curves to `path` as SVG, on log-log axes from
-/// `1/n` to 1 (`n` the largest number of non-members, or members, of any row), one curve per
+/// `1/n` (rounded down to a power of 10) to 1, `n` the largest number of non-members, or
+/// members, of any row; one curve per
 /// row with per-sample losses, and the chance diagonal TPR = FPR. Rates of 0 are drawn at the
 /// axis minimum.
 ///
@@ -225,7 +226,9 @@ pub fn roc_svg(rows: &[AuditRow], path: &Path) -> Result<()> {
         .max()
         .unwrap_or(1)
         .max(2);
-    let lo = 1.0 / n as f64;
+    // Start the axes at the decade at or below 1/n (a hair lower, so that rounding in the
+    // log mapping cannot drop the decade's tick): every decade then gets a labelled tick.
+    let lo = 10f64.powf((1.0 / n as f64).log10().floor()) * (1.0 - 1e-9);
     let fail = draw_error(path);
 
     let root = SVGBackend::new(path, (900, 760)).into_drawing_area();
