@@ -69,7 +69,7 @@ fn synthetic_row(i: usize, rng: &mut SplitMix64) -> AuditRow {
     });
     row.advantage = Some(1.0 - mis);
     row.auc = Some(0.5 + 0.1 * rng.next_f64());
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         row.auc_ci = Some(Ci {
             lower: 0.45,
             upper: 0.65,

@@ -115,7 +115,8 @@ impl LayerErrorSummary {
 /// use quantlens::mis::{LossThreshold, MisEstimator};
 ///
 /// let sample = MembershipSample::new(vec![0.1, 0.2, 0.3], vec![0.25, 0.4, 0.5])?;
-/// let est = LossThreshold::new().estimate(&sample)?;
+/// // Three non-members are too few for a TPR at 1 % or 0.1 % FPR: ask for none.
+/// let est = LossThreshold::new().with_fprs(&[]).estimate(&sample)?;
 /// let row = AuditRow::new(1, "rtn-w4-g128-asym", RowKind::Quantizer)
 ///     .with_estimate(&est)
 ///     .with_sample(&sample)
@@ -337,8 +338,9 @@ fn mean(v: &[f64]) -> Option<f64> {
 /// A whole audit: the schema version, where the numbers came from, and one row per
 /// configuration, sorted by [`AuditRow::index`].
 ///
-/// Writers (JSON, CSV, Markdown, SVG plots) are in [`super::writers`] and [`super::plot`];
-/// sharding and resuming in [`super::shard`].
+/// Written by [`AuditReport::write_json`], [`AuditReport::write_csv`],
+/// [`AuditReport::write_markdown`] and, with the SVG plots, [`AuditReport::write_all`]; split
+/// and combined with [`Shard`](super::Shard) and [`AuditReport::merge`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct AuditReport {
