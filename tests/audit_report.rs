@@ -135,6 +135,17 @@ fn json_round_trip_is_lossless_and_byte_stable() {
         text.find("\"train\"").unwrap(),
     );
     assert!(b < s && s < t);
+    let mut reordered = report.clone();
+    reordered.provenance = Provenance::new("synthetic mlp 64-32-10")
+        .with_seed("bootstrap", 3)
+        .with_seed("train", 2)
+        .with_seed("split", 1)
+        .with_split(SplitSizes::new(120, 1000, 64, 1184))
+        .with_trainings(4)
+        .with_data_hash(hash_bytes(b"evaluation data"))
+        .with_calibration_hash(hash_bytes(b"calibration data"))
+        .with_notes("synthetic rows for the tests");
+    assert!(reordered.to_json_string(&opts).unwrap().as_bytes() == text.as_bytes());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -568,7 +579,11 @@ fn write_all_writes_tables_and_svg_plots() {
         let text = read(&dir.join(svg));
         assert!(text.trim_start().starts_with("<svg"), "{svg}");
         assert!(text.trim_end().ends_with("</svg>"), "{svg}");
-        assert_eq!(text.matches("<svg").count(), text.matches("</svg>").count());
+        // XML-ish: every element that opens with a body closes.
+        for tag in ["svg", "text"] {
+            let opened = text.matches(&format!("<{tag} ")).count();
+            assert!(opened > 0 && opened == text.matches(&format!("</{tag}>")).count());
+        }
         let texts = svg_texts(&text);
         for s in SCHEMES {
             assert!(texts.iter().any(|t| t == s), "{svg} lacks {s}");
