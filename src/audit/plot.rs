@@ -111,6 +111,8 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
     let xy: Vec<(f64, f64)> = pts.iter().map(|&(_, u, m)| (u, m)).collect();
     let front = frontier_indices(&xy, utility)?;
     let (x0, x1) = padded(xy.iter().map(|p| p.0));
+    // Labels are written to the right of their points: room for the rightmost one.
+    let x1 = x1 + (x1 - x0) * 0.12;
     let ys = pts.iter().flat_map(|&(r, _, m)| {
         let ci = r.mis_ci.map_or([m, m], |c| [c.lower, c.upper]);
         [m, ci[0], ci[1]]
@@ -163,7 +165,7 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
     chart
         .draw_series(LineSeries::new(front_line, GREEN.stroke_width(2)))
         .map_err(&fail)?
-        .label("Pareto front (more private and more useful than every other point)")
+        .label("Pareto front (no scheme is both more private and more useful)")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
 
     for kind in [
