@@ -117,6 +117,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod data;
 pub mod error;
 pub mod io;
