@@ -47,8 +47,18 @@ fn main() -> quantlens::Result<()> {
     let eval_stream = token_stream(&eval_docs.shuffled(DOC_SEED), &tok, eos)?;
     let eval_tokens: Vec<u32> = eval_stream.into_iter().take(n_eval * seq_len).collect();
     let calib_stream = token_stream(&calib_docs, &tok, eos)?;
-    let calib =
-        TokenWindows::non_overlapping(seq_len)?.to_tensor(&calib_stream, Some(n_calib), &dev)?;
+    let calib = TokenWindows::non_overlapping(seq_len)?.sample_tensor(
+        &calib_stream,
+        n_calib,
+        DOC_SEED,
+        &dev,
+    )?;
+    // Calibration forward passes in batches of 4 sequences (logits of 32 × 512 tokens over a
+    // 49,152-token vocabulary alone would take 3.2 GB).
+    let calib_batches: Vec<_> = (0..n_calib)
+        .step_by(4)
+        .map(|s| calib.narrow(0, s, 4.min(n_calib - s)))
+        .collect::<candle_core::Result<_>>()?;
     let ppl_config = PerplexityConfig::new(seq_len, seq_len).batch(4);
 
     let prompt = "<|im_start|>user\nWhat is the capital of France, and why is it famous?<|im_end|>\n<|im_start|>assistant\n";
@@ -102,7 +112,7 @@ fn main() -> quantlens::Result<()> {
         bar.set_prefix(q.name());
         let t = Instant::now();
         let report = SequentialQuantization::new(q.as_ref())
-            .calibration([calib.clone()])
+            .calibration(calib_batches.clone())
             .calibration_mode(CalibrationMode::FullPrecision)
             .store_as(StoreAs::FakeQuantized)
             .on_progress(|layer| {

@@ -192,6 +192,27 @@ impl LinearLayer {
     /// ([`QuantizeActivations`](crate::model::QuantizeActivations)) and calibration capture see
     /// the smoothed activations, as in a deployed W8A8 SmoothQuant model.
     pub fn forward(&self, x: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
+        self.forward_impl(x, hooks, true)
+    }
+
+    /// [`forward`](Self::forward) reading the weight and bias detached from any autograd
+    /// graph: what a model's inference path calls when its weights are training variables, so
+    /// that a forward pass does not keep every intermediate activation alive for a backward
+    /// pass that never comes.
+    pub(crate) fn forward_inference(
+        &self,
+        x: &Tensor,
+        hooks: &mut dyn ForwardHook,
+    ) -> Result<Tensor> {
+        self.forward_impl(x, hooks, false)
+    }
+
+    fn forward_impl(
+        &self,
+        x: &Tensor,
+        hooks: &mut dyn ForwardHook,
+        track_gradients: bool,
+    ) -> Result<Tensor> {
         let in_features = self.in_features();
         if x.dims().last() != Some(&in_features) {
             return Err(Error::ShapeMismatch(format!(
@@ -213,7 +234,8 @@ impl LinearLayer {
         let hooked = hooks.layer_input(&self.name, x)?;
         let x = hooked.as_ref().unwrap_or(x);
         let w = match &self.weight {
-            LayerWeight::Dense(t) => t.clone(),
+            LayerWeight::Dense(t) if track_gradients => t.clone(),
+            LayerWeight::Dense(t) => t.detach(),
             LayerWeight::Packed(q) => q.dequantize_smoothed_to(x.device(), x.dtype())?,
         };
         let w = if w.dtype() == x.dtype() {
@@ -226,7 +248,8 @@ impl LinearLayer {
         let rows: usize = lead.iter().product();
         let y = x.reshape((rows, in_features))?.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+            Some(b) if track_gradients => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
+            Some(b) => y.broadcast_add(&b.detach().to_dtype(y.dtype())?)?,
             None => y,
         };
         let mut out_dims = lead.to_vec();

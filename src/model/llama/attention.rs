@@ -71,9 +71,10 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (heads, kv_heads, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x, hooks)?;
-        let k = self.k_proj.forward(x, hooks)?;
-        let v = self.v_proj.forward(x, hooks)?;
+        let kernels = step.kernels;
+        let q = kernels.linear(&self.q_proj, x, hooks)?;
+        let k = kernels.linear(&self.k_proj, x, hooks)?;
+        let v = kernels.linear(&self.v_proj, x, hooks)?;
         let q = q.reshape((b, t, heads, d))?.transpose(1, 2)?;
         let k = k.reshape((b, t, kv_heads, d))?.transpose(1, 2)?;
         let v = v
@@ -106,7 +107,7 @@ impl Attention {
             .reshape((b, heads, t, d))?
             .transpose(1, 2)?
             .reshape((b, t, heads * d))?;
-        self.o_proj.forward(&out, hooks)
+        kernels.linear(&self.o_proj, &out, hooks)
     }
 }
 

@@ -61,7 +61,7 @@ impl Block {
         let normed = kernels.rms_norm(x, &param(&self.attn_norm, kernels), eps)?;
         let h = (x + self.attn.forward(&normed, index, step, hooks)?)?;
         let normed = kernels.rms_norm(&h, &param(&self.mlp_norm, kernels), eps)?;
-        Ok((&h + self.mlp.forward(&normed, hooks)?)?)
+        Ok((&h + self.mlp.forward(&normed, kernels, hooks)?)?)
     }
 }
 

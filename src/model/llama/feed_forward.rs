@@ -5,6 +5,7 @@ use candle_core::Tensor;
 use crate::error::Result;
 use crate::model::hooks::ForwardHook;
 use crate::model::linear::LinearLayer;
+use crate::model::llama::kernels::Kernels;
 
 /// Gate, up and down projections, all [`LinearLayer`]s.
 #[derive(Debug, Clone)]
@@ -16,9 +17,14 @@ pub(crate) struct FeedForward {
 
 impl FeedForward {
     /// `x: [b, t, hidden]` → `[b, t, hidden]`.
-    pub(crate) fn forward(&self, x: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x, hooks)?;
-        let up = self.up_proj.forward(x, hooks)?;
-        self.down_proj.forward(&(gate.silu()? * up)?, hooks)
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        kernels: Kernels,
+        hooks: &mut dyn ForwardHook,
+    ) -> Result<Tensor> {
+        let gate = kernels.linear(&self.gate_proj, x, hooks)?;
+        let up = kernels.linear(&self.up_proj, x, hooks)?;
+        kernels.linear(&self.down_proj, &(gate.silu()? * up)?, hooks)
     }
 }

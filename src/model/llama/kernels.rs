@@ -1,10 +1,12 @@
-//! The element-wise pieces of the decoder in two implementations: Candle's fused kernels for
+//! The pieces of the decoder in two implementations: Candle's fused kernels for
 //! inference, and compositions of differentiable ops for training (the fused kernels have no
 //! backward pass). Both compute the same function; the tests compare them.
 
 use candle_core::{D, Tensor};
 
 use crate::error::Result;
+use crate::model::hooks::ForwardHook;
+use crate::model::linear::LinearLayer;
 
 /// Which implementation of RMSNorm, softmax and RoPE a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +25,21 @@ impl Kernels {
             Kernels::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?,
             Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?,
         })
+    }
+
+    /// A projection: through the weights' autograd graph when training, detached for
+    /// inference (the weights are training variables; a tracked inference pass would keep
+    /// every block's activations alive until the logits are dropped).
+    pub(crate) fn linear(
+        self,
+        layer: &LinearLayer,
+        x: &Tensor,
+        hooks: &mut dyn ForwardHook,
+    ) -> Result<Tensor> {
+        match self {
+            Kernels::Fused => layer.forward_inference(x, hooks),
+            Kernels::Differentiable => layer.forward(x, hooks),
+        }
     }
 
     /// Softmax over the last dimension.
