@@ -12,7 +12,7 @@
 //! (in f64) until a CUDA kernel lands.
 
 mod cross_entropy;
-mod inputs;
+pub(crate) mod inputs;
 mod sequence_nll;
 mod squared_error;
 

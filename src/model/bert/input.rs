@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::model::bert::config::BertConfig;
+use crate::probe::inputs::integer_entries;
 
 const WHAT: &str = "token ids";
 
@@ -46,7 +47,7 @@ impl TokenBatch {
         }
         // Ids are few next to the activations: check them on the host, where Candle's gather
         // would otherwise read out of bounds (or fail with an opaque message).
-        let values = integer_entries(ids)?;
+        let values = integer_entries(ids, WHAT)?;
         let vocab = config.vocab_size as i64;
         if let Some(index) = values.iter().position(|&v| v < 0 || v >= vocab) {
             return Err(Error::TargetOutOfRange {
@@ -86,17 +87,4 @@ impl TokenBatch {
         let bias = ((self.mask.ones_like()? - &self.mask)? * f64::from(f32::MIN))?;
         Ok(bias.reshape((b, 1, 1, t))?)
     }
-}
-
-/// The entries of an integer tensor, row-major, as i64.
-fn integer_entries(t: &Tensor) -> Result<Vec<i64>> {
-    let flat = t.flatten_all()?;
-    Ok(match t.dtype() {
-        DType::U8 => flat.to_vec1::<u8>()?.into_iter().map(i64::from).collect(),
-        DType::U32 => flat.to_vec1::<u32>()?.into_iter().map(i64::from).collect(),
-        DType::I16 => flat.to_vec1::<i16>()?.into_iter().map(i64::from).collect(),
-        DType::I32 => flat.to_vec1::<i32>()?.into_iter().map(i64::from).collect(),
-        DType::I64 => flat.to_vec1::<i64>()?,
-        dtype => return Err(Error::NonIntegerTargets { what: WHAT, dtype }),
-    })
 }
