@@ -88,8 +88,11 @@ impl TokenWindows {
         TokenWindows::new(length, length)
     }
 
-    /// Frame every window with `prefix` and `suffix` ids; the stride then counts stream
-    /// tokens, and a window carries `length − framing` stream tokens (at least one).
+    /// Frame every window with `prefix` and `suffix` ids: a window then carries
+    /// `length − framing` stream tokens (at least one) and the stride counts stream tokens. A
+    /// non-overlapping layout (`stride == length`, as [`non_overlapping`](Self::non_overlapping)
+    /// makes) stays non-overlapping: its stride becomes `length − framing`. Other strides are
+    /// kept as given.
     pub fn framed(mut self, prefix: Option<u32>, suffix: Option<u32>) -> Result<Self> {
         self.prefix = prefix;
         self.suffix = suffix;
