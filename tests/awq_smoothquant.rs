@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::TestRng;
+use common::{TestRng, values};
 use quantlens::model::{
     LayerWeight, LinearLayer, Mlp, MlpConfig, NoHooks, QuantizableModel, QuantizeActivations,
     SequentialQuantization, StoreAs,
@@ -59,15 +59,6 @@ fn calibration(x: &[f32], cols: usize, batches: usize) -> Calibration {
             .unwrap();
     }
     calib
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 /// `‖X(W − Ŵ)ᵀ‖²/n` straight from the stored inputs, in f64.

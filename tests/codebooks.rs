@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::TestRng;
+use common::{TestRng, values};
 use quantlens::quant::kmeans::{KMeansInit, LloydMax};
 use quantlens::testing::{Conformance, ErrorBound};
 use quantlens::{
@@ -18,15 +18,6 @@ fn gaussian(rows: usize, cols: usize, seed: u64) -> (Vec<f32>, Tensor) {
     let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
     let t = Tensor::from_vec(v.clone(), (rows, cols), &Device::Cpu).unwrap();
     (v, t)
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 /// Standard normal CDF from the Taylor series of erf (converges fast for |x| < 3, exact to

@@ -5,7 +5,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::TestRng;
+use common::{TestRng, values};
 use quantlens::model::{
     Mlp, MlpConfig, QuantizableModel, QuantizeActivations, SequentialQuantization,
 };
@@ -149,15 +149,6 @@ fn reference(x: &[f32], group_len: usize, q: &FloatQuantizer) -> Reference {
     r
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 /// Gaussian weights with a few outliers (×20), and some exact zeros.
 fn weights(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<f32> {
     let mut g = TestRng::new(seed);
@@ -188,7 +179,7 @@ fn check_against_reference(q: &FloatQuantizer, x: &[f32], rows: usize, cols: usi
     );
     let codes = qt.codes().unpack();
     let levels = positive_levels(q.format());
-    let deq = flat(&qt.dequantize(&Device::Cpu).unwrap());
+    let deq = values(&qt.dequantize(&Device::Cpu).unwrap());
     for i in 0..x.len() {
         assert_eq!(
             codes[i],
@@ -359,7 +350,7 @@ fn mx_block_exponent_follows_the_ocp_formula() {
         assert_eq!(qt.scales().storage_bytes(), amaxes.len());
         // A block whose amax sits at 2^(emax+1)·X·(1 − ε) saturates to max_finite·X.
         let x = scales[2]; // amax just below 2^10
-        let deq = flat(&qt.dequantize(&Device::Cpu).unwrap());
+        let deq = values(&qt.dequantize(&Device::Cpu).unwrap());
         assert_eq!(deq[64 + 14].abs(), f.max_finite() * x);
     }
 }
@@ -374,7 +365,7 @@ fn documented_error_bounds_hold() {
         let x = weights(rows, cols, 1.0, 17);
         let w = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
         let qt = q.quantize(&w, None).unwrap();
-        let y = flat(&qt.dequantize(&Device::Cpu).unwrap());
+        let y = values(&qt.dequantize(&Device::Cpu).unwrap());
         let g = qt.group_len();
         let saturation = 1.0 - f.max_finite() as f64 / 2f64.powi(f.emax() + 1);
         for i in 0..x.len() {
@@ -576,7 +567,7 @@ fn per_token_activations_match_a_naive_f64_reference() {
         ActivationFormat::Float(FloatFormat::E5M2),
     ] {
         let q = ActivationQuantizer::per_token(format);
-        let y = flat(&q.fake_quantize(&t, None).unwrap());
+        let y = values(&q.fake_quantize(&t, None).unwrap());
         let want = per_token_reference(&x, cols, format);
         for i in 0..x.len() {
             let absmax = x[(i / cols) * cols..(i / cols + 1) * cols]
@@ -600,7 +591,7 @@ fn static_activations_saturate_beyond_the_scale() {
     let t = Tensor::from_slice(&x, (2, 4), &Device::Cpu).unwrap();
     // int8 with step 0.01: range ±1.27.
     let q = ActivationQuantizer::int8_static(0.01).unwrap();
-    let y = flat(&q.fake_quantize(&t, None).unwrap());
+    let y = values(&q.fake_quantize(&t, None).unwrap());
     for (i, &v) in x.iter().enumerate() {
         let want = ((v as f64 / 0.01f32 as f64).round().clamp(-127.0, 127.0)) * 0.01f32 as f64;
         assert!(
@@ -617,7 +608,7 @@ fn static_activations_saturate_beyond_the_scale() {
     let q = ActivationQuantizer::fp8_static(FloatFormat::E4M3, s).unwrap();
     let qt = q.quantize(&t, None).unwrap();
     assert_eq!(qt.scales().to_f32_vec(), vec![s]);
-    let y = flat(&qt.dequantize(&Device::Cpu).unwrap());
+    let y = values(&qt.dequantize(&Device::Cpu).unwrap());
     for (i, &v) in x.iter().enumerate() {
         let code = nearest_code(&levels, 8, v / s);
         let want = s as f64 * code_value(&levels, 8, code);
@@ -701,7 +692,7 @@ fn inputs(n: usize, d: usize, seed: u64) -> Tensor {
 
 /// Largest |a − b| relative to the largest |a|.
 fn relative_gap(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (flat(a), flat(b));
+    let (a, b) = (values(a), values(b));
     let scale = a.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
     let gap = a
         .iter()

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::TestRng;
+use common::{TestRng, values};
 
 use candle_core::{DType, Device, Tensor};
 use proptest::prelude::*;
@@ -100,15 +100,6 @@ fn output_error(w: &[f32], w_hat: &[f32], h: &[f64], cols: usize) -> f64 {
                 .sum::<f64>()
         })
         .sum()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
-use common::TestRng;
+use common::{TestRng, values};
 use half::f16;
 use quantlens::io::{
     FileFormat, GgufFallback, GgufValue, GgufWriter, SafetensorsWriter, TensorEntry, load_gguf,
@@ -53,15 +53,6 @@ fn weights(rows: usize, cols: usize, seed: u64) -> Tensor {
         .map(|_| (0.7 * rng.normal() + 0.1) as f32)
         .collect();
     Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
-}
-
-fn values(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 fn same_bits(a: &[f32], b: &[f32]) -> bool {

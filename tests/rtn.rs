@@ -4,7 +4,7 @@ mod common;
 
 use approx::assert_relative_eq;
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::TestRng;
+use common::{TestRng, values};
 use quantlens::{
     Error, Granularity, QuantFormat, QuantSpec, Quantizer, ScaleDType, UniformQuantizer,
 };
@@ -19,20 +19,11 @@ fn matrix(rows: usize, cols: usize, seed: u64) -> Tensor {
     Tensor::from_vec(normals(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap()
 }
 
-fn flat(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 /// Mean squared error in f64, and the closed form mean over elements of step²/12.
 fn mse_and_closed_form(q: &UniformQuantizer, w: &Tensor, divisor: f64) -> (f64, f64) {
     let qt = q.quantize(w, None).unwrap();
-    let x = flat(w);
-    let y = flat(&qt.dequantize(&Device::Cpu).unwrap());
+    let x = values(w);
+    let y = values(&qt.dequantize(&Device::Cpu).unwrap());
     let mse = x
         .iter()
         .zip(&y)
@@ -80,8 +71,8 @@ fn stochastic_rounding_is_unbiased_with_step_squared_over_six() {
     );
 
     // Bias: the mean signed error over 2^18 elements is ~0 within 5 standard errors.
-    let x = flat(&w);
-    let y = flat(&q.fake_quantize(&w, None).unwrap());
+    let x = values(&w);
+    let y = values(&q.fake_quantize(&w, None).unwrap());
     let errs: Vec<f64> = x
         .iter()
         .zip(&y)
@@ -115,7 +106,7 @@ fn symmetric_int8_matches_an_f64_reference() {
         .unwrap()
         .quantize(&w, None)
         .unwrap();
-    let x = flat(&w);
+    let x = values(&w);
     let codes = qt.codes().unpack();
     for r in 0..8 {
         let row = &x[r * 96..(r + 1) * 96];
@@ -137,8 +128,8 @@ fn sign_quantization_uses_mean_absolute_value() {
         .quantize(&w, None)
         .unwrap();
     assert_eq!(qt.format(), QuantFormat::Sign);
-    let x = flat(&w);
-    let y = flat(&qt.dequantize(&Device::Cpu).unwrap());
+    let x = values(&w);
+    let y = values(&qt.dequantize(&Device::Cpu).unwrap());
     for g in 0..8 {
         let mean = x[g * 32..(g + 1) * 32]
             .iter()
@@ -202,14 +193,14 @@ fn storage_is_counted_honestly() {
 fn half_precision_inputs_keep_their_dtype() {
     let w = matrix(8, 128, 8);
     let q = UniformQuantizer::new(QuantSpec::int4().per_group(64)).unwrap();
-    let reference = flat(&q.fake_quantize(&w, None).unwrap());
+    let reference = values(&q.fake_quantize(&w, None).unwrap());
     for dtype in [DType::F16, DType::BF16] {
         let wh = w.to_dtype(dtype).unwrap();
         let out = q.fake_quantize(&wh, None).unwrap();
         assert_eq!(out.dtype(), dtype);
         assert_eq!(out.dims(), &[8, 128]);
         // Same grid up to the input's rounding: at most one step apart (usually equal).
-        let y = flat(&out);
+        let y = values(&out);
         let qt = q.quantize(&wh, None).unwrap();
         for (i, (a, b)) in reference.iter().zip(&y).enumerate() {
             assert!((a - b).abs() <= qt.scales().get(i / 64) * 1.01 + 1e-2 * a.abs());

@@ -5,6 +5,8 @@
 
 use std::sync::OnceLock;
 
+use candle_core::{DType, Tensor};
+
 /// Make sure the fixture cache is filled: run `scripts/fetch-fixtures.sh` once per test binary
 /// (it is idempotent and verifies SHA-256), and fail loudly — naming the script — when it
 /// cannot, instead of skipping.
@@ -69,4 +71,14 @@ impl TestRng {
         let u1 = self.uniform_open();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform_open()).cos()
     }
+}
+
+/// Every element of `t`, row-major, as f32 (panics on failure: test code).
+pub fn values(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
