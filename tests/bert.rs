@@ -4,8 +4,10 @@
 
 mod common;
 
+use common::Recording;
+
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert as candle_bert;
@@ -13,7 +15,7 @@ use quantlens::model::{
     BertConfig, BertEncoder, EmbeddingSimilarity, ForwardHook, HiddenAct, LayerNorm,
     QuantizableModel, SequentialQuantization,
 };
-use quantlens::{Calibration, Error, QuantSpec, QuantizedTensor, Quantizer, UniformQuantizer};
+use quantlens::{Error, QuantSpec, UniformQuantizer};
 
 // ---------------------------------------------------------------------------------------------
 // The real model
@@ -524,28 +526,6 @@ fn tiny_int8_changes_embeddings_slightly_int2_more() {
     );
 }
 
-/// A data-aware quantizer that records which layers it was handed, with their calibration.
-struct Recording {
-    seen: Mutex<Vec<Calibration>>,
-}
-
-impl Quantizer for Recording {
-    fn name(&self) -> String {
-        "recording".into()
-    }
-    fn quantize(
-        &self,
-        w: &Tensor,
-        calib: Option<&Calibration>,
-    ) -> quantlens::Result<QuantizedTensor> {
-        self.seen.lock().unwrap().push(calib.unwrap().clone());
-        UniformQuantizer::new(QuantSpec::int8().per_channel())?.quantize(w, None)
-    }
-    fn uses_calibration(&self) -> bool {
-        true
-    }
-}
-
 /// Records which layers ran, in order.
 struct Trace(Vec<String>);
 
@@ -584,14 +564,12 @@ fn qkv_form_one_stage_calibrated_on_the_same_input() {
 
     let ids = tiny_ids();
     let naive = NaiveBert::from(&model);
-    let rec = Recording {
-        seen: Mutex::new(Vec::new()),
-    };
+    let rec = Recording::new(UniformQuantizer::new(QuantSpec::int8().per_channel()).unwrap());
     SequentialQuantization::new(&rec)
         .calibration([ids.clone()])
         .run(&mut model)
         .unwrap();
-    let seen = rec.seen.into_inner().unwrap();
+    let seen = rec.into_seen();
     assert_eq!(seen.len(), 12);
     // q, k and v were calibrated on one capture of the same input: identical statistics, one
     // row per token (padding included), and the input is the embedding LayerNorm's output.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestRng;
+use common::{Recording, TestRng};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
@@ -12,9 +12,7 @@ use quantlens::model::{
     LayerWeight, Mlp, MlpConfig, PerturbActivations, QuantizableModel, QuantizeActivations,
     SequentialQuantization, StoreAs, TrainConfig, evaluate, expected_calibration_error, train,
 };
-use quantlens::{
-    Calibration, Error, Perturbation, QuantSpec, QuantizedTensor, Quantizer, UniformQuantizer,
-};
+use quantlens::{Error, Perturbation, QuantSpec, Quantizer, UniformQuantizer};
 
 /// Deterministic toy classification data: 3 Gaussian blobs in 6 dimensions (own generator, so
 /// the test does not lean on the crate's RNG).
@@ -270,32 +268,6 @@ fn sequential_rtn_equals_independent_per_layer_quantization() {
     assert_eq!(lp, lf);
 }
 
-/// A data-aware quantizer that records the calibration it was handed, then rounds to nearest.
-struct Recording {
-    inner: UniformQuantizer,
-    seen: Mutex<Vec<Calibration>>,
-}
-
-impl Quantizer for Recording {
-    fn name(&self) -> String {
-        "recording".into()
-    }
-    fn quantize(
-        &self,
-        w: &Tensor,
-        calib: Option<&Calibration>,
-    ) -> quantlens::Result<QuantizedTensor> {
-        self.seen
-            .lock()
-            .unwrap()
-            .push(calib.expect("calibration").clone());
-        self.inner.quantize(w, None)
-    }
-    fn uses_calibration(&self) -> bool {
-        true
-    }
-}
-
 /// Gram matrix Σ xᵀx in f64, computed naively.
 fn gram(x: &Tensor) -> Vec<f64> {
     let rows = x.to_vec2::<f32>().unwrap();
@@ -318,16 +290,13 @@ fn sequential_calibration_sees_the_quantized_earlier_layers() {
     train(&mut m, (&x, &y), None, &TrainConfig::new(3, 0)).unwrap();
     let original = m.clone();
     let rtn = UniformQuantizer::new(QuantSpec::int2().per_channel()).unwrap();
-    let rec = Recording {
-        inner: rtn.clone(),
-        seen: Mutex::new(Vec::new()),
-    };
+    let rec = Recording::new(rtn.clone());
     let (b1, b2) = (x.narrow(0, 0, 40).unwrap(), x.narrow(0, 40, 24).unwrap());
     let report = SequentialQuantization::new(&rec)
         .calibration([b1, b2])
         .run(&mut m)
         .unwrap();
-    let seen = rec.seen.into_inner().unwrap();
+    let seen = rec.into_seen();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|c| c.samples() == 64));
     assert!(report.layers.iter().all(|l| l.calibration_rows == 64));
@@ -376,10 +345,7 @@ fn sequential_calibration_sees_the_quantized_earlier_layers() {
 
     // A data-aware quantizer without calibration data is an error, not a silent RTN.
     let mut m2 = original.clone();
-    let rec2 = Recording {
-        inner: rtn,
-        seen: Mutex::new(Vec::new()),
-    };
+    let rec2 = Recording::new(rtn);
     assert!(matches!(
         SequentialQuantization::new(&rec2).run(&mut m2),
         Err(Error::InvalidParameter { .. })
@@ -392,16 +358,13 @@ fn full_precision_calibration_sees_the_original_inputs() {
     let mut m = Mlp::new(MlpConfig::new(6, &[16, 8], 3), 2, &Device::Cpu).unwrap();
     train(&mut m, (&x, &y), None, &TrainConfig::new(3, 0)).unwrap();
     let original = m.clone();
-    let rec = Recording {
-        inner: UniformQuantizer::new(QuantSpec::int2().per_channel()).unwrap(),
-        seen: Mutex::new(Vec::new()),
-    };
+    let rec = Recording::new(UniformQuantizer::new(QuantSpec::int2().per_channel()).unwrap());
     SequentialQuantization::new(&rec)
         .calibration([x.narrow(0, 0, 40).unwrap(), x.narrow(0, 40, 24).unwrap()])
         .calibration_mode(CalibrationMode::FullPrecision)
         .run(&mut m)
         .unwrap();
-    let seen = rec.seen.into_inner().unwrap();
+    let seen = rec.into_seen();
     assert_eq!(seen.len(), 3);
     // Inputs of the full-precision prefix, computed naively from the original weights.
     let layer = |h: &Tensor, name: &str| {

@@ -233,9 +233,16 @@ impl LinearLayer {
         let x = smoothed.as_ref().unwrap_or(x);
         let hooked = hooks.layer_input(&self.name, x)?;
         let x = hooked.as_ref().unwrap_or(x);
+        // A parameter as this pass reads it: in the autograd graph, or a detached view.
+        let read = |t: &Tensor| {
+            if track_gradients {
+                t.clone()
+            } else {
+                t.detach()
+            }
+        };
         let w = match &self.weight {
-            LayerWeight::Dense(t) if track_gradients => t.clone(),
-            LayerWeight::Dense(t) => t.detach(),
+            LayerWeight::Dense(t) => read(t),
             LayerWeight::Packed(q) => q.dequantize_smoothed_to(x.device(), x.dtype())?,
         };
         let w = if w.dtype() == x.dtype() {
@@ -248,8 +255,7 @@ impl LinearLayer {
         let rows: usize = lead.iter().product();
         let y = x.reshape((rows, in_features))?.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(b) if track_gradients => y.broadcast_add(&b.to_dtype(y.dtype())?)?,
-            Some(b) => y.broadcast_add(&b.detach().to_dtype(y.dtype())?)?,
+            Some(b) => y.broadcast_add(&read(b).to_dtype(y.dtype())?)?,
             None => y,
         };
         let mut out_dims = lead.to_vec();

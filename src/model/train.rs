@@ -223,10 +223,12 @@ pub fn train<M: Trainable + ?Sized>(
             reason: "needs a validation split".into(),
         });
     }
+    // One row's outputs: their shape checks the labels, their size sets the evaluation chunks.
+    let probe = model.forward(&x.narrow(0, 0, 1)?)?;
+    let eval_rows = (EVAL_CHUNK_ELEMENTS / probe.elem_count().max(1)).max(1);
     if config.objective == Objective::CrossEntropy {
         // Candle's gather does not bounds-check labels; a label ≥ the number of outputs must
         // be an error here, not garbage (or a panic) inside the loss.
-        let probe = model.forward(&x.narrow(0, 0, 1)?)?;
         let out_dims = probe.dims();
         let classes = *out_dims.last().unwrap_or(&0);
         for (what, labels) in
@@ -284,14 +286,14 @@ pub fn train<M: Trainable + ?Sized>(
             opt.backward_step(&loss)?;
             step += 1;
         }
-        let train_loss = mean_loss(&*model, x, y, config.objective)?;
+        let train_loss = mean_loss(&*model, x, y, config.objective, eval_rows)?;
         if !train_loss.is_finite() {
             return Err(Error::Unsupported(format!(
                 "training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate"
             )));
         }
         let val_loss = match validation {
-            Some((xv, yv)) => Some(mean_loss(&*model, xv, yv, config.objective)?),
+            Some((xv, yv)) => Some(mean_loss(&*model, xv, yv, config.objective, eval_rows)?),
             None => None,
         };
         history.epochs.push(EpochLog {
@@ -331,22 +333,21 @@ pub fn train<M: Trainable + ?Sized>(
     Ok(history)
 }
 
-/// The objective's mean loss of `model` on `(x, y)`, dropout off, in chunks of rows so that a
-/// language model's `[n, t, V]` logits never exist for the whole split at once. Chunk means
-/// are weighted by their share of the rows (every row has the same number of targets).
+/// Output elements evaluated at once by [`mean_loss`] (~64 MiB of f32): the whole split for
+/// any MLP, a few sequences for a language model.
+const EVAL_CHUNK_ELEMENTS: usize = 1 << 24;
+
+/// The objective's mean loss of `model` on `(x, y)`, dropout off, `chunk` rows at a time so
+/// that a language model's `[n, t, V]` logits never exist for the whole split at once. Chunk
+/// means are weighted by their share of the rows (every row has the same number of targets).
 pub(crate) fn mean_loss<M: QuantizableModel + ?Sized>(
     model: &M,
     x: &Tensor,
     y: &Tensor,
     objective: Objective,
+    chunk: usize,
 ) -> Result<f64> {
-    /// Logit elements per chunk (~64 MiB of f32): the whole split for any MLP, a few
-    /// sequences for a language model.
-    const CHUNK_ELEMENTS: usize = 1 << 24;
     let n = x.dims()[0];
-    let first = model.forward(&x.narrow(0, 0, 1.min(n))?)?;
-    let per_row = first.elem_count().max(1);
-    let chunk = (CHUNK_ELEMENTS / per_row).clamp(1, n.max(1));
     if chunk >= n {
         return Ok(objective_loss(objective, &model.forward(x)?, y)?
             .to_dtype(DType::F64)?

@@ -127,6 +127,14 @@ impl TokenWindows {
         self.length - usize::from(self.prefix.is_some()) - usize::from(self.suffix.is_some())
     }
 
+    /// Append window `i` of `tokens` (framing included) to `out`; `i < count(tokens.len())`.
+    fn push_window(&self, tokens: &[u32], i: usize, out: &mut Vec<u32>) {
+        let start = i * self.stride;
+        out.extend(self.prefix);
+        out.extend_from_slice(&tokens[start..start + self.body()]);
+        out.extend(self.suffix);
+    }
+
     /// How many whole windows a stream of `stream_len` tokens gives.
     pub fn count(&self, stream_len: usize) -> usize {
         if stream_len < self.body() {
@@ -140,11 +148,8 @@ impl TokenWindows {
     pub fn windows<'a>(&self, tokens: &'a [u32]) -> impl Iterator<Item = Vec<u32>> + 'a {
         let me = *self;
         (0..self.count(tokens.len())).map(move |i| {
-            let start = i * me.stride;
             let mut w = Vec::with_capacity(me.length);
-            w.extend(me.prefix);
-            w.extend_from_slice(&tokens[start..start + me.body()]);
-            w.extend(me.suffix);
+            me.push_window(tokens, i, &mut w);
             w
         })
     }
@@ -184,10 +189,7 @@ impl TokenWindows {
         starts.sort_unstable();
         let mut flat = Vec::with_capacity(n * self.length);
         for i in starts {
-            let start = i * self.stride;
-            flat.extend(self.prefix);
-            flat.extend_from_slice(&tokens[start..start + self.body()]);
-            flat.extend(self.suffix);
+            self.push_window(tokens, i, &mut flat);
         }
         Ok(Tensor::from_vec(flat, (n, self.length), device)?)
     }

@@ -313,49 +313,47 @@ impl Tokenizer {
     /// Token ids of `text`, with no special tokens added (control tokens written in the text,
     /// such as `<|im_start|>`, are still recognised).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| tokenizer_error("encode", e))?;
-        Ok(encoding.get_ids().to_vec())
+        self.ids(text, false)
     }
 
     /// Token ids of `text` with the model's special tokens added by its post-processor
     /// (`[CLS] … [SEP]` for BERT; nothing for SmolLM2, which adds no BOS).
     pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
+        self.ids(text, true)
+    }
+
+    fn ids(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(text, true)
+            .encode(text, add_special_tokens)
             .map_err(|e| tokenizer_error("encode", e))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     /// The text of `ids`, special tokens included. Ids outside the vocabulary are an error.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.inner
-            .decode(ids, false)
-            .map_err(|e| tokenizer_error("decode", e))
+        self.text(ids, false)
     }
 
     /// The text of `ids` with special tokens left out.
     pub fn decode_skipping_special(&self, ids: &[u32]) -> Result<String> {
-        self.check_ids(ids)?;
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| tokenizer_error("decode", e))
+        self.text(ids, true)
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+    /// Ids outside the vocabulary are refused here: the `tokenizers` crate would silently drop
+    /// them from the text.
+    fn text(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let vocab = self.vocab_size();
-        match ids.iter().position(|&id| id as usize >= vocab) {
-            Some(i) => Err(Error::TargetOutOfRange {
+        if let Some(i) = ids.iter().position(|&id| id as usize >= vocab) {
+            return Err(Error::TargetOutOfRange {
                 what: "token ids",
                 index: i,
                 value: ids[i] as i64,
                 classes: vocab,
-            }),
-            None => Ok(()),
+            });
         }
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| tokenizer_error("decode", e))
     }
 }

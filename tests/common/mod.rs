@@ -3,9 +3,10 @@
 // Each test binary uses part of this module.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Tensor};
+use quantlens::{Calibration, QuantizedTensor, Quantizer, UniformQuantizer};
 
 /// Make sure the fixture cache is filled: run `scripts/fetch-fixtures.sh` once per test binary
 /// (it is idempotent and verifies SHA-256), and fail loudly — naming the script — when it
@@ -81,4 +82,45 @@ pub fn values(t: &Tensor) -> Vec<f32> {
         .unwrap()
         .to_vec1()
         .unwrap()
+}
+
+/// A data-aware quantizer that records the calibration it is handed for each layer, in call
+/// order, then rounds to nearest with `inner`.
+pub struct Recording {
+    pub inner: UniformQuantizer,
+    pub seen: Mutex<Vec<Calibration>>,
+}
+
+impl Recording {
+    pub fn new(inner: UniformQuantizer) -> Self {
+        Recording {
+            inner,
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The calibrations seen, in call order.
+    pub fn into_seen(self) -> Vec<Calibration> {
+        self.seen.into_inner().unwrap()
+    }
+}
+
+impl Quantizer for Recording {
+    fn name(&self) -> String {
+        "recording".into()
+    }
+    fn quantize(
+        &self,
+        w: &Tensor,
+        calib: Option<&Calibration>,
+    ) -> quantlens::Result<QuantizedTensor> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(calib.expect("calibration").clone());
+        self.inner.quantize(w, None)
+    }
+    fn uses_calibration(&self) -> bool {
+        true
+    }
 }
