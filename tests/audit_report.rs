@@ -112,7 +112,8 @@ fn json_round_trip_is_lossless_and_byte_stable() {
     let dir = temp_dir("json");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
-    let opts = WriteOptions::default();
+    // Timings are kept only when asked for; with them, nothing is lost.
+    let opts = WriteOptions::default().with_timing();
     report.write_json(&path, &opts).unwrap();
     let first = std::fs::read(&path).unwrap();
     let back = AuditReport::read_json(&path).unwrap();
@@ -349,7 +350,7 @@ fn csv_quotes_a_scheme_name_with_a_comma_and_a_quote() {
     assert_eq!(lines.len(), 2);
     assert_eq!(
         lines[0],
-        "index,scheme,kind,config,bits_per_weight,model_bytes,accuracy,perplexity,\
+        "index,scheme,kind,training,config,bits_per_weight,model_bytes,accuracy,perplexity,\
          embedding_cosine,mis,mis_ci_lower,mis_ci_upper,mis_ci_level,advantage,\
          advantage_ci_lower,advantage_ci_upper,auc,auc_ci_lower,auc_ci_upper,tpr_at_1pct,\
          tpr_at_01pct,member_loss_mean,non_member_loss_mean,mean_relative_error,\
@@ -357,7 +358,7 @@ fn csv_quotes_a_scheme_name_with_a_comma_and_a_quote() {
     );
     assert_eq!(
         lines[1],
-        r#"3,"int4 ""fast"", g128",quantizer,"{""bits"":4}",4.5,,,,,0.9,,,,,,,,,,,,,,,,,1.5,7"#
+        r#"3,"int4 ""fast"", g128",quantizer,0,"{""bits"":4}",4.5,,,,,0.9,,,,,,,,,,,,,,,,,1.5,7"#
     );
     assert!(csv.ends_with("\r\n"));
 }
@@ -369,7 +370,8 @@ fn csv_and_markdown_have_one_line_per_row() {
     let md = report.to_markdown_string();
     let lines: Vec<&str> = md.lines().collect();
     assert_eq!(lines.len(), 2 + 10, "header, separator, one line per row");
-    assert!(lines[0].starts_with("| scheme | bits/weight | accuracy | MIS [CI] | AUC"));
+    assert!(lines[0].starts_with("| scheme | bits/weight | size | accuracy | MIS [CI] | AUC"));
+    assert!(lines[0].ends_with("| time (s) |"));
     assert!(lines[0].contains("TPR@1%") && lines[0].contains("TPR@0.1%"));
     assert!(lines[1].starts_with("| :--- | ---: |"));
     let cells = lines[0].matches(" | ").count();
@@ -638,4 +640,48 @@ fn write_all_writes_tables_and_svg_plots() {
     for d in [root, dir2, dir3] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+#[test]
+fn timings_stay_out_of_the_default_json_so_runs_compare_equal() {
+    let report = synthetic_report(3);
+    let default = report.to_json_string(&WriteOptions::default()).unwrap();
+    assert!(!default.contains("\"seconds\""));
+    let back = AuditReport::from_json_str(&default, "default").unwrap();
+    assert!(back.rows.iter().all(|r| r.seconds.is_none()));
+    assert!(!back.to_markdown_string().contains("time (s)"));
+    let timed = report
+        .to_json_string(&WriteOptions::default().with_timing())
+        .unwrap();
+    assert_eq!(timed.matches("\"seconds\"").count(), 3);
+}
+
+#[test]
+fn extra_metrics_are_columns_in_name_order() {
+    let mut report = AuditReport::new(provenance());
+    report
+        .push(AuditRow::new(0, "fp32", RowKind::FullPrecision).with_metric("zeta", 1.0))
+        .unwrap();
+    report
+        .push(
+            AuditRow::new(1, "int4", RowKind::Quantizer)
+                .with_metric("alpha", 0.25)
+                .with_metric("zeta", 0.5),
+        )
+        .unwrap();
+    let csv = report.to_csv_string();
+    let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert!(
+        lines[0].ends_with(",seconds,seed,alpha,zeta"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].ends_with(",,1"), "fp32 has no alpha: {}", lines[1]);
+    assert!(lines[2].ends_with(",0.25,0.5"), "{}", lines[2]);
+    let md = report.to_markdown_string();
+    let header = md.lines().next().unwrap();
+    assert!(header.ends_with("| alpha | zeta |"), "{header}");
+    assert!(md.lines().nth(2).unwrap().ends_with("| – | 1.0000 |"));
+    let json = report.to_json_string(&WriteOptions::default()).unwrap();
+    assert_eq!(AuditReport::from_json_str(&json, "m").unwrap(), report);
 }

@@ -30,11 +30,19 @@
 //! # Ok::<(), quantlens::Error>(())
 //! ```
 
+mod aggregate;
+mod data;
+mod plan;
 mod plot;
 mod provenance;
 mod report;
+mod runner;
 mod shard;
 mod writers;
+
+pub use data::{AuditData, Utility};
+pub use plan::{FULL_PRECISION, PlanEntry};
+pub use runner::{Audit, AuditEvent};
 
 pub use plot::{UtilityMetric, frontier_indices, frontier_svg, histogram, losses_svg, roc_svg};
 pub use provenance::{Provenance, SplitSizes, hash_bytes, hash_f32, hash_tensor};

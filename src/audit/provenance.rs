@@ -70,6 +70,10 @@ pub struct Provenance {
     pub data_hash: String,
     /// Hex SHA-256 of the calibration data, empty when there is none.
     pub calibration_hash: String,
+    /// How privacy was measured: the loss probe, the MIS estimator and its interval, the
+    /// calibration mode (filled by [`Audit`](super::Audit); empty when not recorded).
+    #[serde(default)]
+    pub attack: String,
     /// Free-form notes (hardware, command line, caveats).
     pub notes: String,
 }
@@ -86,6 +90,7 @@ impl Provenance {
             trainings: 1,
             data_hash: String::new(),
             calibration_hash: String::new(),
+            attack: String::new(),
             notes: String::new(),
         }
     }
@@ -117,6 +122,12 @@ impl Provenance {
     /// Sets the hex SHA-256 of the calibration data.
     pub fn with_calibration_hash(mut self, hash: impl Into<String>) -> Self {
         self.calibration_hash = hash.into();
+        self
+    }
+
+    /// Sets the description of the attack (probe, estimator, interval).
+    pub fn with_attack(mut self, attack: impl Into<String>) -> Self {
+        self.attack = attack.into();
         self
     }
 

@@ -3,11 +3,14 @@
 //! Everything here is plain data with serde derives. Field order is the declaration order and
 //! every map is a `BTreeMap`, so serialising the same report always gives the same bytes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::mis::{Interval, MembershipSample, MisEstimate};
 use crate::model::QuantizationReport;
+use crate::perturb::PerturbationReport;
 
 use super::provenance::Provenance;
 
@@ -102,6 +105,25 @@ impl LayerErrorSummary {
     }
 }
 
+impl LayerErrorSummary {
+    /// The summary of a [`PerturbationReport`] (relative norm of each layer's change); `None`
+    /// when it has no layer.
+    pub fn from_perturbation_report(report: &PerturbationReport) -> Option<Self> {
+        let worst = report
+            .layers
+            .iter()
+            .max_by(|a, b| a.relative.total_cmp(&b.relative))?;
+        let n = report.layers.len();
+        let mean = report.layers.iter().map(|l| l.relative).sum::<f64>() / n as f64;
+        Some(LayerErrorSummary {
+            mean_relative_error: mean,
+            max_relative_error: worst.relative,
+            worst_layer: worst.name.clone(),
+            layers: n,
+        })
+    }
+}
+
 /// One configuration of an audit plan and what it measured.
 ///
 /// Build one with [`AuditRow::new`] and the `with_*` helpers, or set the public fields
@@ -169,8 +191,21 @@ pub struct AuditRow {
     pub non_member_loss_mean: Option<f64>,
     /// Summary of the per-layer weight error; `None` for full precision.
     pub layer_error: Option<LayerErrorSummary>,
-    /// Wall-clock time of the row (quantize + evaluate + attack), in seconds.
-    pub seconds: f64,
+    /// Extra named figures, one column each in CSV and Markdown (explanation agreement,
+    /// custom utilities…), e.g. `"attribution_spearman" → 0.93`. Keys sort, so the columns
+    /// come out in the same order on every run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Which of the audit's K repeated trainings the row measures (0-based); `None` for a row
+    /// aggregated over all of them ([`AuditReport::aggregate_trainings`]).
+    #[serde(default)]
+    pub training: Option<usize>,
+    /// Wall-clock time of the row (quantize + evaluate + attack), in seconds; `None` when not
+    /// recorded. Left out of the JSON unless asked for
+    /// ([`WriteOptions::with_timing`](super::WriteOptions::with_timing)), since it is the one
+    /// figure that differs between two runs of the same audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     /// The seed of the row's random choices (stochastic rounding, noise, bootstrap).
     pub seed: u64,
     /// Per-sample losses of the members, for histograms and ROC plots (may be left out of the
@@ -183,8 +218,8 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
-    /// A row at `index` of the plan with every measurement empty, `config = null`,
-    /// `seconds = 0` and `seed = 0`.
+    /// A row at `index` of the plan with every measurement empty, `config = null`, training
+    /// 0, no time and `seed = 0`.
     pub fn new(index: usize, scheme: impl Into<String>, kind: RowKind) -> Self {
         AuditRow {
             index,
@@ -207,7 +242,9 @@ impl AuditRow {
             member_loss_mean: None,
             non_member_loss_mean: None,
             layer_error: None,
-            seconds: 0.0,
+            metrics: BTreeMap::new(),
+            training: Some(0),
+            seconds: None,
             seed: 0,
             member_losses: Vec::new(),
             non_member_losses: Vec::new(),
@@ -272,15 +309,28 @@ impl AuditRow {
 
     /// Sets the wall-clock seconds and the seed.
     pub fn with_timing(mut self, seconds: f64, seed: u64) -> Self {
-        self.seconds = seconds;
+        self.seconds = Some(seconds);
         self.seed = seed;
+        self
+    }
+
+    /// Sets which of the K repeated trainings the row measures.
+    pub fn with_training(mut self, training: usize) -> Self {
+        self.training = Some(training);
+        self
+    }
+
+    /// Adds (or replaces) an extra named figure, written as its own column.
+    pub fn with_metric(mut self, name: impl Into<String>, value: f64) -> Self {
+        self.metrics.insert(name.into(), value);
         self
     }
 
     /// Every float of the row with its name, for the finiteness check before writing.
     fn floats(&self) -> Vec<(&'static str, f64)> {
-        let mut out = vec![("seconds", self.seconds)];
+        let mut out = Vec::new();
         let opts = [
+            ("seconds", self.seconds),
             ("bits_per_weight", self.bits_per_weight),
             ("accuracy", self.accuracy),
             ("perplexity", self.perplexity),
@@ -307,6 +357,7 @@ impl AuditRow {
             out.push(("layer_error", l.mean_relative_error));
             out.push(("layer_error", l.max_relative_error));
         }
+        out.extend(self.metrics.values().map(|&v| ("metrics", v)));
         out
     }
 

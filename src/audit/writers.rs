@@ -28,6 +28,10 @@ pub struct WriteOptions {
     pub utility: Option<UtilityMetric>,
     /// Bins of each loss histogram (default 30).
     pub histogram_bins: usize,
+    /// Whether the JSON keeps each row's wall-clock `seconds` (default `false`: without
+    /// them, two runs of the same audit write byte-identical JSON). CSV and Markdown always
+    /// show the time.
+    pub include_timing: bool,
 }
 
 impl Default for WriteOptions {
@@ -36,6 +40,7 @@ impl Default for WriteOptions {
             include_losses: true,
             utility: None,
             histogram_bins: 30,
+            include_timing: false,
         }
     }
 }
@@ -53,6 +58,12 @@ impl WriteOptions {
         self
     }
 
+    /// Keeps the rows' wall-clock seconds in the JSON (the JSON of two runs then differs).
+    pub fn with_timing(mut self) -> Self {
+        self.include_timing = true;
+        self
+    }
+
     /// Sets the number of histogram bins (at least 1).
     pub fn with_histogram_bins(mut self, bins: usize) -> Self {
         self.histogram_bins = bins;
@@ -65,7 +76,8 @@ impl AuditReport {
     ///
     /// Deterministic: the same report gives the same bytes (fields in declaration order, maps
     /// sorted by key, floats in serde_json's shortest round-trip form), and a report read back
-    /// with [`AuditReport::from_json_str`] writes the same bytes again.
+    /// with [`AuditReport::from_json_str`] writes the same bytes again. Timings are left out
+    /// unless [`WriteOptions::include_timing`] is set, so two runs of one audit agree.
     ///
     /// Errors: a NaN or infinite number anywhere in a row ([`Error::NonFinite`]), since JSON
     /// cannot hold it.
@@ -73,13 +85,18 @@ impl AuditReport {
         for row in &self.rows {
             row.check_finite()?;
         }
-        let json = if options.include_losses {
+        let json = if options.include_losses && options.include_timing {
             serde_json::to_string_pretty(self)
         } else {
             let mut slim = self.clone();
             for r in &mut slim.rows {
-                r.member_losses.clear();
-                r.non_member_losses.clear();
+                if !options.include_losses {
+                    r.member_losses.clear();
+                    r.non_member_losses.clear();
+                }
+                if !options.include_timing {
+                    r.seconds = None;
+                }
             }
             serde_json::to_string_pretty(&slim)
         };
@@ -148,15 +165,28 @@ impl AuditReport {
     /// quoted as RFC 4180 says (a field with a comma, a quote or a line break is put in double
     /// quotes, its quotes doubled). A missing figure is an empty cell; `config` is compact
     /// JSON; floats are printed in their shortest round-trip form.
+    ///
+    /// Each extra metric some row has ([`AuditRow::metrics`]) is one more column, after the
+    /// fixed ones, in name order.
     pub fn to_csv_string(&self) -> String {
+        let metrics = self.metric_names();
         let mut out = String::new();
-        let header: Vec<String> = CSV_COLUMNS.iter().map(|(h, _)| h.to_string()).collect();
+        let mut header: Vec<String> = CSV_COLUMNS.iter().map(|(h, _)| h.to_string()).collect();
+        header.extend(metrics.iter().cloned());
         push_csv_line(&mut out, &header);
         for row in &self.rows {
-            let cells: Vec<String> = CSV_COLUMNS.iter().map(|(_, f)| f(row)).collect();
+            let mut cells: Vec<String> = CSV_COLUMNS.iter().map(|(_, f)| f(row)).collect();
+            cells.extend(metrics.iter().map(|m| cell(row.metrics.get(m).copied())));
             push_csv_line(&mut out, &cells);
         }
         out
+    }
+
+    /// The names of the extra metrics any row has, sorted.
+    fn metric_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> =
+            self.rows.iter().flat_map(|r| r.metrics.keys()).collect();
+        names.into_iter().cloned().collect()
     }
 
     /// Writes [`AuditReport::to_csv_string`] to `path`.
@@ -164,33 +194,60 @@ impl AuditReport {
         write_file(path.as_ref(), &self.to_csv_string())
     }
 
-    /// The rows as a Markdown table: scheme, bits/weight, each utility some row has, MIS with
-    /// its interval, AUC, TPR at 1 % and 0.1 % FPR, time. Missing figures print as "–"; a `|`
-    /// in a scheme name is escaped.
+    /// The rows as a Markdown table: scheme, the training when the report has several,
+    /// bits/weight, each utility some row has, MIS with its interval, AUC, TPR at 1 % and
+    /// 0.1 % FPR, each extra metric, and the time when recorded. Missing figures print as
+    /// "–"; a `|` in a scheme name is escaped.
     pub fn to_markdown_string(&self) -> String {
         let has = |f: fn(&AuditRow) -> Option<f64>| self.rows.iter().any(|r| f(r).is_some());
-        type Col = (&'static str, fn(&AuditRow) -> String);
-        let mut cols: Vec<Col> = vec![
-            ("scheme", |r| r.scheme.replace('|', "\\|")),
-            ("bits/weight", |r| fmt_opt(r.bits_per_weight, 3)),
-        ];
+        type Col = (String, Box<dyn Fn(&AuditRow) -> String>);
+        let col = |h: &str, f: fn(&AuditRow) -> String| -> Col { (h.to_string(), Box::new(f)) };
+        let mut cols: Vec<Col> = vec![col("scheme", |r| r.scheme.replace('|', "\\|"))];
+        let trainings: std::collections::BTreeSet<Option<usize>> =
+            self.rows.iter().map(|r| r.training).collect();
+        if trainings.len() > 1 {
+            cols.push(col("training", |r| {
+                r.training.map_or("all".to_string(), |t| t.to_string())
+            }));
+        }
+        cols.push(col("bits/weight", |r| fmt_opt(r.bits_per_weight, 3)));
+        if self.rows.iter().any(|r| r.model_bytes.is_some()) {
+            cols.push(col("size", |r| {
+                r.model_bytes.map_or("–".into(), human_bytes)
+            }));
+        }
         if has(|r| r.accuracy) {
-            cols.push(("accuracy", |r| fmt_opt(r.accuracy, 4)));
+            cols.push(col("accuracy", |r| fmt_opt(r.accuracy, 4)));
         }
         if has(|r| r.perplexity) {
-            cols.push(("perplexity ↓", |r| fmt_opt(r.perplexity, 2)));
+            cols.push(col("perplexity ↓", |r| fmt_opt(r.perplexity, 2)));
         }
         if has(|r| r.embedding_cosine) {
-            cols.push(("embedding cosine", |r| fmt_opt(r.embedding_cosine, 4)));
+            cols.push(col("embedding cosine", |r| fmt_opt(r.embedding_cosine, 4)));
         }
-        cols.push(("MIS [CI]", |r| match (r.mis, r.mis_ci) {
+        cols.push(col("MIS [CI]", |r| match (r.mis, r.mis_ci) {
             (Some(m), Some(c)) => format!("{m:.3} [{:.3}, {:.3}]", c.lower, c.upper),
             (m, _) => fmt_opt(m, 3),
         }));
-        cols.push(("AUC", |r| fmt_opt(r.auc, 3)));
-        cols.push(("TPR@1%", |r| fmt_opt(r.tpr_at_1pct, 3)));
-        cols.push(("TPR@0.1%", |r| fmt_opt(r.tpr_at_01pct, 4)));
-        cols.push(("time (s)", |r| format!("{:.1}", r.seconds)));
+        cols.push(col("AUC", |r| fmt_opt(r.auc, 3)));
+        cols.push(col("TPR@1%", |r| fmt_opt(r.tpr_at_1pct, 3)));
+        cols.push(col("TPR@0.1%", |r| fmt_opt(r.tpr_at_01pct, 4)));
+        if self.rows.iter().any(|r| r.layer_error.is_some()) {
+            cols.push(col("weight error mean / max", |r| match &r.layer_error {
+                Some(l) => format!("{:.4} / {:.4}", l.mean_relative_error, l.max_relative_error),
+                None => "–".into(),
+            }));
+        }
+        for name in self.metric_names() {
+            let key = name.clone();
+            cols.push((
+                name,
+                Box::new(move |r| fmt_opt(r.metrics.get(&key).copied(), 4)),
+            ));
+        }
+        if has(|r| r.seconds) {
+            cols.push(col("time (s)", |r| fmt_opt(r.seconds, 1)));
+        }
 
         let mut out = String::new();
         let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
@@ -290,6 +347,9 @@ const CSV_COLUMNS: &[CsvColumn] = &[
     ("index", |r| r.index.to_string()),
     ("scheme", |r| r.scheme.clone()),
     ("kind", |r| r.kind.as_str().to_string()),
+    ("training", |r| {
+        r.training.map(|t| t.to_string()).unwrap_or_default()
+    }),
     ("config", |r| {
         if r.config.is_null() {
             String::new()
@@ -334,9 +394,25 @@ const CSV_COLUMNS: &[CsvColumn] = &[
             .map(|l| l.worst_layer.clone())
             .unwrap_or_default()
     }),
-    ("seconds", |r| r.seconds.to_string()),
+    ("seconds", |r| cell(r.seconds)),
     ("seed", |r| r.seed.to_string()),
 ];
+
+/// Bytes in the largest binary unit that keeps the number at least 1 (`"1.5 MiB"`).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
 
 fn push_csv_line(out: &mut String, cells: &[String]) {
     for (i, c) in cells.iter().enumerate() {

@@ -53,7 +53,7 @@ mod rmia;
 mod roc;
 mod sample;
 mod slice;
-mod special;
+pub(crate) mod special;
 mod threshold;
 mod tv;
 

@@ -152,6 +152,25 @@ pub trait QuantizableModel: Send + Sync {
             .map(|l| l.weight().storage_bytes())
             .sum()
     }
+
+    /// Bytes of the parameters outside the linear layers (embeddings, norms, position
+    /// tables), which quantization leaves alone. The default is 0; a model with such
+    /// parameters overrides it so that reports give the size of the whole model.
+    fn other_parameter_bytes(&self) -> usize {
+        0
+    }
+
+    /// Bytes of the whole model as stored: the linear layers' weights (packed sizes for packed
+    /// weights) and biases, plus [`other_parameter_bytes`](Self::other_parameter_bytes).
+    fn storage_bytes(&self) -> usize {
+        let biases: usize = self
+            .linear_layers()
+            .iter()
+            .filter_map(|l| l.bias())
+            .map(|b| b.elem_count() * b.dtype().size_in_bytes())
+            .sum();
+        self.linear_storage_bytes() + biases + self.other_parameter_bytes()
+    }
 }
 
 pub(crate) fn unknown_layer(name: &str, names: &[String]) -> Error {

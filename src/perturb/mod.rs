@@ -72,4 +72,10 @@ pub trait Perturbation: Send + Sync {
 
     /// The perturbed tensor; same seed, same bytes.
     fn apply(&self, t: &Tensor, seed: u64) -> Result<Tensor>;
+
+    /// The full configuration, for reports. The default gives `{"name": …}`, which for the
+    /// crate's injectors already spells out distribution, shape and intensity.
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "name": self.name() })
+    }
 }

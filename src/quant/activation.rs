@@ -216,6 +216,10 @@ fn check_activation_matrix(x: &Tensor) -> Result<()> {
 }
 
 impl Quantizer for ActivationQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     /// `int8-token`, `fp8-e4m3-token`, `int8-static-{scale:e}`, `fp8-e5m2-static-{scale:e}`.
     fn name(&self) -> String {
         match self.scale {

@@ -106,6 +106,10 @@ impl AffineQuantizer {
 }
 
 impl Quantizer for AffineQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let mut name = format!("affine-w{}-{}", self.bits, self.granularity.tag());
         match self.scale_dtype {

@@ -449,6 +449,12 @@ fn awq_scales(mean: &[f32], alpha: f64) -> Vec<f16> {
 }
 
 impl Quantizer for AwqQuantizer {
+    fn config(&self) -> serde_json::Value {
+        let mut config = super::quantizer::debug_config(self);
+        config["base"] = self.base.config();
+        config
+    }
+
     /// `awq-{base}` by default; `-a{α}` for a fixed α, `-n{points}` for another grid,
     /// `-noclip` without clipping search, `-clip{n}x{shrink}` for another clipping grid.
     fn name(&self) -> String {

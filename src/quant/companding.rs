@@ -111,6 +111,10 @@ impl CompandingQuantizer {
 }
 
 impl Quantizer for CompandingQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         format!(
             "compand-p{:.3}-w{}-{}",

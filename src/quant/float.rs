@@ -246,6 +246,10 @@ impl FloatQuantizer {
 }
 
 impl Quantizer for FloatQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     /// `fp8-e4m3-c`, `fp8-e5m2-g128`, `fp4-e2m1-g16`, `mxfp8-g32`, `mxfp8-e5m2-g32`,
     /// `mxfp4-g32`; a scale dtype other than the format's default adds `-s32`, `-s16`,
     /// `-sbf16` or `-se8m0`.

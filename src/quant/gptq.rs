@@ -538,6 +538,10 @@ fn check_finite(x: &[f32], what: &'static str) -> Result<()> {
 }
 
 impl Quantizer for GptqQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let s = &self.spec;
         let mut name = format!(

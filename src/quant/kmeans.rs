@@ -325,6 +325,10 @@ impl KMeansQuantizer {
 }
 
 impl Quantizer for KMeansQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let mut name = format!("kmeans-w{}-{}", self.bits, self.codebook.tag());
         if let Some(n) = self.scale_group {

@@ -134,6 +134,10 @@ pub(crate) fn double_quantize(scales: &[f32]) -> Result<DoubleQuantScales> {
 }
 
 impl Quantizer for Nf4Quantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let mut name = format!("nf4-{}", self.granularity.tag());
         if self.double_quant {

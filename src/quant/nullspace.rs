@@ -271,6 +271,17 @@ impl<Q: Quantizer> Quantizer for NullSpaceRefine<Q> {
         true
     }
 
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name(),
+            "settings": format!(
+                "NullSpaceRefine {{ rule: {:?}, keep_only_improving: {} }}",
+                self.rule, self.keep_only_improving
+            ),
+            "base": self.base.config(),
+        })
+    }
+
     fn quantize(&self, weight: &Tensor, calib: Option<&Calibration>) -> Result<QuantizedTensor> {
         let calib = calib.ok_or_else(|| Error::InvalidParameter {
             name: "calibration",

@@ -55,6 +55,19 @@ pub trait Quantizer: Send + Sync {
     fn uses_calibration(&self) -> bool {
         false
     }
+
+    /// The full configuration, for reports: an audit row records it so that a reader can
+    /// rebuild the scheme. The default gives `{"name": …}` only; the crate's quantizers add
+    /// every setting (`{"name": …, "settings": "<Debug form>"}`, plus `"base"` for wrappers).
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "name": self.name() })
+    }
+}
+
+/// `{"name", "settings"}`: the configuration of a quantizer whose `Debug` form lists all of
+/// its settings.
+pub(crate) fn debug_config<Q: Quantizer + std::fmt::Debug + ?Sized>(q: &Q) -> serde_json::Value {
+    serde_json::json!({ "name": q.name(), "settings": format!("{q:?}") })
 }
 
 impl<Q: Quantizer + ?Sized> Quantizer for Box<Q> {
@@ -69,6 +82,9 @@ impl<Q: Quantizer + ?Sized> Quantizer for Box<Q> {
     }
     fn uses_calibration(&self) -> bool {
         (**self).uses_calibration()
+    }
+    fn config(&self) -> serde_json::Value {
+        (**self).config()
     }
 }
 
@@ -86,5 +102,8 @@ impl<Q: Quantizer + ?Sized> Quantizer for &Q {
     }
     fn uses_calibration(&self) -> bool {
         (**self).uses_calibration()
+    }
+    fn config(&self) -> serde_json::Value {
+        (**self).config()
     }
 }

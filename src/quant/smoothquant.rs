@@ -179,6 +179,12 @@ impl SmoothQuantizer {
 }
 
 impl Quantizer for SmoothQuantizer {
+    fn config(&self) -> serde_json::Value {
+        let mut config = super::quantizer::debug_config(self);
+        config["base"] = self.base.config();
+        config
+    }
+
     /// `smoothquant-a{α}-{base}`, e.g. `smoothquant-a0.5-rtn-w8-c-sym`.
     fn name(&self) -> String {
         format!("smoothquant-a{}-{}", self.alpha, self.base.name())

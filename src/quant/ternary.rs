@@ -100,6 +100,10 @@ fn sign_code(w: f32) -> u8 {
 }
 
 impl Quantizer for TernaryQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let rule = match self.rule {
             TernaryRule::Sparsity(s) => format!("s{s:.2}"),

@@ -89,6 +89,10 @@ pub(crate) fn check_weight_matrix(weight: &Tensor) -> Result<(usize, usize)> {
 }
 
 impl Quantizer for UniformQuantizer {
+    fn config(&self) -> serde_json::Value {
+        super::quantizer::debug_config(self)
+    }
+
     fn name(&self) -> String {
         let s = &self.spec;
         let mut name = if s.bits == 1 {

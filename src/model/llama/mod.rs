@@ -546,6 +546,21 @@ impl QuantizableModel for Llama {
         }
         stages
     }
+
+    /// The embedding (tied to the LM head unless a separate head was loaded), the separate
+    /// head, the RMSNorm gains.
+    fn other_parameter_bytes(&self) -> usize {
+        let bytes = |v: &Var| v.elem_count() * v.dtype().size_in_bytes();
+        let norms: usize = self
+            .blocks
+            .iter()
+            .map(|b| bytes(&b.attn_norm) + bytes(&b.mlp_norm))
+            .sum();
+        bytes(&self.embedding)
+            + self.lm_head.as_ref().map_or(0, bytes)
+            + norms
+            + bytes(&self.final_norm)
+    }
 }
 
 impl Trainable for Llama {
