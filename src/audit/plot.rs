@@ -90,9 +90,10 @@ pub fn frontier_indices(points: &[(f64, f64)], utility: UtilityMetric) -> Result
     Ok(front)
 }
 
-/// Writes the privacy–utility frontier to `path` as SVG: one labelled point per row that has
+/// Writes the privacy–utility frontier to `path` as SVG: one numbered point per row that has
 /// both MIS and `utility`, vertical whiskers for the MIS confidence intervals, and the Pareto
-/// front as a line.
+/// front as a line. A panel to the right of the chart holds the legend and the key from
+/// number to scheme name, so long names never cover the data.
 ///
 /// Errors: no row with both figures ([`Error::TooFewSamples`]), a non-finite value
 /// ([`Error::NonFinite`]), or a file that cannot be written ([`Error::Io`]).
@@ -111,8 +112,6 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
     let xy: Vec<(f64, f64)> = pts.iter().map(|&(_, u, m)| (u, m)).collect();
     let front = frontier_indices(&xy, utility)?;
     let (x0, x1) = padded(xy.iter().map(|p| p.0));
-    // Labels are written to the right of their points: room for the rightmost one.
-    let x1 = x1 + (x1 - x0) * 0.12;
     let ys = pts.iter().flat_map(|&(r, _, m)| {
         let ci = r.mis_ci.map_or([m, m], |c| [c.lower, c.upper]);
         [m, ci[0], ci[1]]
@@ -120,9 +119,12 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
     let (y0, y1) = padded(ys);
     let fail = draw_error(path);
 
-    let root = SVGBackend::new(path, (960, 680)).into_drawing_area();
+    // The key needs one 18-pixel line per point below the legend.
+    let height = (680).max(150 + 18 * pts.len() as u32);
+    let root = SVGBackend::new(path, (1240, height)).into_drawing_area();
     root.fill(&WHITE).map_err(&fail)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (plot_area, key_area) = root.split_horizontally(820);
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption("Privacy–utility frontier", ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(55)
@@ -138,7 +140,7 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
         .draw()
         .map_err(&fail)?;
 
-    // Whiskers first, so that points and labels are drawn over them.
+    // Whiskers first, so that points and numbers are drawn over them.
     let cap = (x1 - x0) * 0.006;
     let whisker = BLACK.mix(0.6).stroke_width(1);
     let cis: Vec<(f64, f64, f64)> = pts
@@ -154,49 +156,75 @@ pub fn frontier_svg(rows: &[AuditRow], utility: UtilityMetric, path: &Path) -> R
                 PathElement::new(vec![(u - cap, hi), (u + cap, hi)], whisker),
             ]
         }))
-        .map_err(&fail)?
-        .label(match level {
-            Some(l) => format!("MIS {} % confidence interval", format_tick(l * 100.0)),
-            None => "MIS confidence interval".to_string(),
-        })
-        .legend(move |(x, y)| PathElement::new(vec![(x + 10, y - 6), (x + 10, y + 6)], whisker));
-
+        .map_err(&fail)?;
     let front_line: Vec<(f64, f64)> = front.iter().map(|&i| xy[i]).collect();
     chart
         .draw_series(LineSeries::new(front_line, GREEN.stroke_width(2)))
-        .map_err(&fail)?
-        .label("Pareto front (no scheme is both more private and more useful)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
+        .map_err(&fail)?;
+    chart
+        .draw_series(pts.iter().enumerate().map(|(i, &(r, u, m))| {
+            EmptyElement::at((u, m))
+                + Circle::new((0, 0), 5, kind_color(r.kind).filled())
+                + Text::new((i + 1).to_string(), (6, -16), ("sans-serif", 13))
+        }))
+        .map_err(&fail)?;
 
+    // The panel: legend, then the key.
+    let text = |s: String, x: i32, y: i32| Text::new(s, (x, y), ("sans-serif", 13));
+    let mut y = 40;
+    let mut entry = |key_area: &DrawingArea<SVGBackend, Shift>, marker: Marker, label: String| {
+        let drawn = match marker {
+            Marker::Whisker => {
+                key_area.draw(&PathElement::new(vec![(18, y - 6), (18, y + 8)], whisker))
+            }
+            Marker::Line => key_area.draw(&PathElement::new(
+                vec![(8, y + 1), (28, y + 1)],
+                GREEN.stroke_width(2),
+            )),
+            Marker::Dot(kind) => {
+                key_area.draw(&Circle::new((18, y + 1), 5, kind_color(kind).filled()))
+            }
+        };
+        let out = drawn.and_then(|_| key_area.draw(&text(label, 36, y - 6)));
+        y += 20;
+        out
+    };
+    let ci_label = match level {
+        Some(l) => format!("MIS {} % confidence interval", format_tick(l * 100.0)),
+        None => "MIS confidence interval".to_string(),
+    };
+    entry(&key_area, Marker::Whisker, ci_label).map_err(&fail)?;
+    entry(
+        &key_area,
+        Marker::Line,
+        "Pareto front (none both more private and more useful)".into(),
+    )
+    .map_err(&fail)?;
     for kind in [
         RowKind::FullPrecision,
         RowKind::Quantizer,
         RowKind::Perturbation,
     ] {
-        let color = kind_color(kind);
-        let of_kind: Vec<&(&AuditRow, f64, f64)> =
-            pts.iter().filter(|(r, _, _)| r.kind == kind).collect();
-        if of_kind.is_empty() {
-            continue;
+        if pts.iter().any(|(r, _, _)| r.kind == kind) {
+            entry(&key_area, Marker::Dot(kind), kind_label(kind).to_string()).map_err(&fail)?;
         }
-        chart
-            .draw_series(of_kind.iter().map(|&&(r, u, m)| {
-                EmptyElement::at((u, m))
-                    + Circle::new((0, 0), 5, color.filled())
-                    + Text::new(r.scheme.clone(), (8, -14), ("sans-serif", 13))
-            }))
-            .map_err(&fail)?
-            .label(kind_label(kind))
-            .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(&fail)?;
+    y += 14;
+    for (i, (r, _, _)) in pts.iter().enumerate() {
+        key_area
+            .draw(&text(format!("{:>2}  {}", i + 1, r.scheme), 8, y))
+            .map_err(&fail)?;
+        y += 18;
+    }
     root.present().map_err(&fail)
+}
+
+/// What a legend entry of the frontier's panel shows.
+#[derive(Clone, Copy)]
+enum Marker {
+    Whisker,
+    Line,
+    Dot(RowKind),
 }
 
 /// Writes the loss-threshold attack's ROC curves to `path` as SVG, on log-log axes from

@@ -195,8 +195,10 @@ impl AuditReport {
     }
 
     /// The rows as a Markdown table: scheme, the training when the report has several,
-    /// bits/weight, each utility some row has, MIS with its interval, AUC, TPR at 1 % and
-    /// 0.1 % FPR, each extra metric, and the time when recorded. Missing figures print as
+    /// bits/weight, model size, each utility some row has, MIS with its interval, AUC, TPR at
+    /// 1 % FPR (and at 0.1 % where some row has it), the weight error (mean / max over
+    /// layers), each extra metric, and the time when recorded. Columns no row fills (size,
+    /// weight error, a utility) are left out. Missing figures print as
     /// "–"; a `|` in a scheme name is escaped.
     pub fn to_markdown_string(&self) -> String {
         let has = |f: fn(&AuditRow) -> Option<f64>| self.rows.iter().any(|r| f(r).is_some());
@@ -231,7 +233,9 @@ impl AuditReport {
         }));
         cols.push(col("AUC", |r| fmt_opt(r.auc, 3)));
         cols.push(col("TPR@1%", |r| fmt_opt(r.tpr_at_1pct, 3)));
-        cols.push(col("TPR@0.1%", |r| fmt_opt(r.tpr_at_01pct, 4)));
+        if has(|r| r.tpr_at_01pct) {
+            cols.push(col("TPR@0.1%", |r| fmt_opt(r.tpr_at_01pct, 4)));
+        }
         if self.rows.iter().any(|r| r.layer_error.is_some()) {
             cols.push(col("weight error mean / max", |r| match &r.layer_error {
                 Some(l) => format!("{:.4} / {:.4}", l.mean_relative_error, l.max_relative_error),
