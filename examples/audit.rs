@@ -112,7 +112,10 @@ fn fit(data: &AuditData, seed: u64) -> quantlens::Result<Mlp> {
     Ok(mlp)
 }
 
-fn schemes() -> anyhow::Result<(Vec<Box<dyn Quantizer>>, Vec<Box<dyn Perturbation>>)> {
+/// The audited schemes: quantizers, then weight perturbations.
+type Schemes = (Vec<Box<dyn Quantizer>>, Vec<Box<dyn Perturbation>>);
+
+fn schemes() -> anyhow::Result<Schemes> {
     let rtn = |spec: QuantSpec| UniformQuantizer::new(spec);
     let int4 = rtn(QuantSpec::int4().per_group(32).asymmetric())?;
     let quantizers: Vec<Box<dyn Quantizer>> = vec![
