@@ -105,7 +105,7 @@ fn digits_split(seed: u64) -> quantlens::Result<AuditData> {
 
 /// 100 epochs without weight decay: enough to overfit, so that there is a leak to measure.
 fn fit(data: &AuditData, seed: u64) -> quantlens::Result<Mlp> {
-    let (x, y) = data.members();
+    let (x, y) = data.members()?;
     let mut mlp = Mlp::new(MlpConfig::new(x.dims()[1], &[256], 10), seed, x.device())?;
     let recipe = TrainConfig::new(100, seed).batch_size(32).weight_decay(0.0);
     train(&mut mlp, (x, y), None, &recipe)?;

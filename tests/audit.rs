@@ -48,7 +48,7 @@ fn digits_data(seed: u64) -> AuditData {
 }
 
 fn fit(data: &AuditData, seed: u64) -> quantlens::Result<Mlp> {
-    let (x, y) = data.members();
+    let (x, y) = data.members()?;
     let mut mlp = Mlp::new(MlpConfig::new(x.dims()[1], &[32], 10), seed, x.device())?;
     train(
         &mut mlp,
@@ -124,8 +124,8 @@ fn rows_match_independent_references() {
     assert_eq!(report.provenance.seeds["audit"], SEED);
 
     // Full precision: losses, MIS and accuracy from the model directly.
-    let (xm, ym) = data.members();
-    let (xn, yn) = data.non_members();
+    let (xm, ym) = data.members().unwrap();
+    let (xn, yn) = data.non_members().unwrap();
     let fp = &report.rows[0];
     let (lm, ln) = (ce_f64(&mlp, xm, ym), ce_f64(&mlp, xn, yn));
     for (a, b) in fp
@@ -407,8 +407,8 @@ fn bad_settings_are_refused() {
     );
 
     // GPTQ without calibration data says so.
-    let (xm, ym) = data.members();
-    let (xn, yn) = data.non_members();
+    let (xm, ym) = data.members().unwrap();
+    let (xn, yn) = data.non_members().unwrap();
     let bare = AuditData::new((xm.clone(), ym.clone()), (xn.clone(), yn.clone())).unwrap();
     let err = audit(bare, mlp.clone()).run().unwrap_err();
     assert!(err.to_string().contains("calibration"), "{err}");
@@ -435,4 +435,52 @@ fn bad_settings_are_refused() {
         err.to_string().to_lowercase().contains("nan") || err.to_string().contains("finite"),
         "{err}"
     );
+}
+
+/// Top-1 agreement with the full-precision model on `x`.
+fn agreement(fp: &Mlp, model: &Mlp, x: &Tensor) -> quantlens::Result<f64> {
+    let a = fp.forward(x)?.argmax(1)?.to_vec1::<u32>()?;
+    let b = model.forward(x)?.argmax(1)?.to_vec1::<u32>()?;
+    Ok(a.iter().zip(&b).filter(|(p, q)| p == q).count() as f64 / a.len() as f64)
+}
+
+#[test]
+fn utility_only_audits_and_extra_metric_columns() {
+    let (data, mlp) = trained();
+    let (xn, yn) = data.non_members().unwrap();
+    let only = AuditData::utility_only(Utility::accuracy(xn.clone(), yn.clone()));
+    assert!(only.members().is_err() && !only.has_membership());
+    let report = Audit::of_model("mlp, utility only", mlp.clone(), only)
+        .quantizer(rtn(QuantSpec::int2().per_channel()))
+        .metrics(|fp, model, data| {
+            let (x, _) = data.utility().map_or(
+                Err(quantlens::Error::Unsupported("no utility".into())),
+                |u| match u {
+                    Utility::Accuracy { inputs, labels } => Ok((inputs.clone(), labels.clone())),
+                    _ => Err(quantlens::Error::Unsupported("accuracy expected".into())),
+                },
+            )?;
+            Ok(vec![("agreement".to_string(), agreement(fp, model, &x)?)])
+        })
+        .run()
+        .unwrap();
+    assert_eq!(report.provenance.split.members, 0);
+    for row in &report.rows {
+        assert!(row.mis.is_none() && row.auc.is_none() && row.member_losses.is_empty());
+        assert!(row.accuracy.is_some());
+    }
+    assert_eq!(report.rows[0].metrics["agreement"], 1.0);
+    let mut q = mlp.clone();
+    SequentialQuantization::new(&rtn(QuantSpec::int2().per_channel()))
+        .run(&mut q)
+        .unwrap();
+    let expected = agreement(&mlp, &q, xn).unwrap();
+    assert_eq!(report.rows[1].metrics["agreement"], expected);
+    assert!(expected < 1.0, "2-bit RTN changes some predictions");
+    assert!(report.to_markdown_string().contains("| agreement |"));
+    // Without MIS there is no frontier, but the tables are written.
+    let dir = std::env::temp_dir().join(format!("quantlens-audit-utility-{}", std::process::id()));
+    let written = report.write_all(&dir, &WriteOptions::default()).unwrap();
+    assert!(written.iter().all(|p| !p.ends_with("frontier.svg")));
+    let _ = std::fs::remove_dir_all(&dir);
 }

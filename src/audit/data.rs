@@ -95,8 +95,8 @@ impl Utility {
 /// ```
 #[derive(Debug, Clone)]
 pub struct AuditData {
-    members: (Tensor, Tensor),
-    non_members: (Tensor, Tensor),
+    /// Members and non-members; `None` for a utility-only audit.
+    membership: Option<((Tensor, Tensor), (Tensor, Tensor))>,
     calibration: Vec<Tensor>,
     utility: Option<Utility>,
     population: usize,
@@ -127,12 +127,23 @@ impl AuditData {
         }
         let population = members.0.dims()[0] + non_members.0.dims()[0];
         Ok(AuditData {
-            members,
-            non_members,
+            membership: Some((members, non_members)),
             calibration: Vec::new(),
             utility: None,
             population,
         })
+    }
+
+    /// Data for an audit without membership inference: only `utility` is measured (for a
+    /// model whose training data is unknown, such as a downloaded checkpoint). The privacy
+    /// columns of its rows stay empty.
+    pub fn utility_only(utility: Utility) -> Self {
+        AuditData {
+            membership: None,
+            calibration: Vec::new(),
+            utility: Some(utility),
+            population: 0,
+        }
     }
 
     /// Model inputs (one tensor per batch) that data-aware quantizers calibrate on.
@@ -155,13 +166,33 @@ impl AuditData {
     }
 
     /// The members' `(inputs, targets)`.
-    pub fn members(&self) -> (&Tensor, &Tensor) {
-        (&self.members.0, &self.members.1)
+    ///
+    /// Errors: a utility-only audit has none ([`Error::InvalidParameter`]).
+    pub fn members(&self) -> Result<(&Tensor, &Tensor)> {
+        let ((x, y), _) = self.membership()?;
+        Ok((x, y))
     }
 
     /// The non-members' `(inputs, targets)`.
-    pub fn non_members(&self) -> (&Tensor, &Tensor) {
-        (&self.non_members.0, &self.non_members.1)
+    ///
+    /// Errors: a utility-only audit has none ([`Error::InvalidParameter`]).
+    pub fn non_members(&self) -> Result<(&Tensor, &Tensor)> {
+        let (_, (x, y)) = self.membership()?;
+        Ok((x, y))
+    }
+
+    /// Whether members and non-members were given (false for [`AuditData::utility_only`]).
+    pub fn has_membership(&self) -> bool {
+        self.membership.is_some()
+    }
+
+    fn membership(&self) -> Result<&((Tensor, Tensor), (Tensor, Tensor))> {
+        self.membership
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "audit data",
+                reason: "this audit data is utility-only: it has no members or non-members".into(),
+            })
     }
 
     /// The calibration batches.
@@ -181,22 +212,21 @@ impl AuditData {
             .iter()
             .map(|b| b.dims().first().copied().unwrap_or(0))
             .sum();
-        SplitSizes::new(
-            self.members.0.dims()[0],
-            self.non_members.0.dims()[0],
-            calibration,
-            self.population,
-        )
+        let (members, non_members) = self
+            .membership
+            .as_ref()
+            .map_or((0, 0), |(m, n)| (m.0.dims()[0], n.0.dims()[0]));
+        SplitSizes::new(members, non_members, calibration, self.population)
     }
 
     /// Hex SHA-256 over the members, non-members and utility data (in that order).
     pub fn data_hash(&self) -> Result<String> {
-        let mut parts = vec![
-            hash_tensor(&self.members.0)?,
-            hash_tensor(&self.members.1)?,
-            hash_tensor(&self.non_members.0)?,
-            hash_tensor(&self.non_members.1)?,
-        ];
+        let mut parts = Vec::new();
+        if let Some((members, non_members)) = &self.membership {
+            for t in [&members.0, &members.1, &non_members.0, &non_members.1] {
+                parts.push(hash_tensor(t)?);
+            }
+        }
         if let Some(u) = &self.utility {
             parts.push(u.hash()?);
         }

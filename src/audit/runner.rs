@@ -59,6 +59,8 @@ pub enum AuditEvent<'r> {
 type DataFn<'a> = Box<dyn Fn(usize, u64) -> Result<AuditData> + Send + Sync + 'a>;
 type TrainFn<'a, M> = Box<dyn Fn(&AuditData, u64) -> Result<M> + Send + Sync + 'a>;
 type ProgressFn<'a> = Box<dyn FnMut(&AuditEvent<'_>) + 'a>;
+type MetricsFn<'a, M> =
+    Box<dyn Fn(&M, &M, &AuditData) -> Result<Vec<(String, f64)>> + Send + Sync + 'a>;
 
 /// An audit: quantizers and perturbations applied to a model, each measured for privacy
 /// (membership inference on members vs non-members), utility, storage and weight error.
@@ -119,6 +121,7 @@ pub struct Audit<'a, M> {
     checkpoint: Option<PathBuf>,
     notes: String,
     progress: Option<ProgressFn<'a>>,
+    metrics: Vec<MetricsFn<'a, M>>,
 }
 
 impl<'a, M> Audit<'a, M>
@@ -175,6 +178,7 @@ where
             checkpoint: None,
             notes: String::new(),
             progress: None,
+            metrics: Vec::new(),
         }
     }
 
@@ -278,6 +282,18 @@ where
         self
     }
 
+    /// Adds extra columns: `f(full_precision, model, data)` returns named figures for each
+    /// row's model (explanation agreement, fact recall, a task score…), stored in
+    /// [`AuditRow::metrics`]. Called on the worker threads, once per row, full-precision row
+    /// included; names must be the same for every row.
+    pub fn metrics(
+        mut self,
+        f: impl Fn(&M, &M, &AuditData) -> Result<Vec<(String, f64)>> + Send + Sync + 'a,
+    ) -> Self {
+        self.metrics.push(Box::new(f));
+        self
+    }
+
     /// Called on the calling thread as the audit progresses (see [`AuditEvent`]).
     pub fn on_progress(mut self, f: impl FnMut(&AuditEvent<'_>) + 'a) -> Self {
         self.progress = Some(Box::new(f));
@@ -357,6 +373,7 @@ where
         );
 
         let measure = Measure {
+            metrics: &self.metrics,
             quantizers: &self.quantizers,
             perturbations: &self.perturbations,
             probe: self.probe.as_ref(),
@@ -468,7 +485,8 @@ fn emit(progress: &mut Option<ProgressFn<'_>>, event: &AuditEvent<'_>) {
 }
 
 /// What measuring a row needs, borrowed from the [`Audit`] (shared by the worker threads).
-struct Measure<'x, 'a> {
+struct Measure<'x, 'a, M> {
+    metrics: &'x [MetricsFn<'a, M>],
     quantizers: &'x [Box<dyn Quantizer + 'a>],
     perturbations: &'x [Box<dyn Perturbation + 'a>],
     probe: &'x (dyn LossProbe + 'a),
@@ -479,20 +497,18 @@ struct Measure<'x, 'a> {
     batch_rows: usize,
 }
 
-impl Measure<'_, '_> {
+impl<M: QuantizableModel + Clone> Measure<'_, '_, M> {
     /// Measures `pending` on `jobs` worker threads, handing each result to `on_row` on the
     /// calling thread as it arrives; once `on_row` returns `false`, no further row starts
     /// (rows already running finish and are still handed over).
-    fn rows_in_parallel<M>(
+    fn rows_in_parallel(
         &self,
         fp: &M,
         data: &AuditData,
         pending: &[&PlanEntry],
         jobs: usize,
         mut on_row: impl FnMut(Result<AuditRow>) -> bool,
-    ) where
-        M: QuantizableModel + Clone,
-    {
+    ) {
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         let (tx, rx) = mpsc::channel();
@@ -526,10 +542,7 @@ impl Measure<'_, '_> {
     }
 
     /// One row: derive the model, probe members and non-members, attack, measure utility.
-    fn row<M>(&self, fp: &M, data: &AuditData, entry: &PlanEntry) -> Result<AuditRow>
-    where
-        M: QuantizableModel + Clone,
-    {
+    fn row(&self, fp: &M, data: &AuditData, entry: &PlanEntry) -> Result<AuditRow> {
         let start = Instant::now();
         let row_seed = derived_seed(self.seed, SeedStream::Row, entry.index);
         let mut row = AuditRow::new(entry.index, entry.scheme.clone(), entry.kind)
@@ -574,8 +587,35 @@ impl Measure<'_, '_> {
                 &derived
             }
         };
-        let (xm, ym) = data.members();
-        let (xn, yn) = data.non_members();
+        if data.has_membership() {
+            row = self.attack(row, model, data)?;
+        }
+        if let Some(utility) = data.utility() {
+            row = match utility {
+                Utility::Accuracy { inputs, labels } => {
+                    row.with_accuracy(evaluate(model, inputs, labels)?.accuracy)
+                }
+                Utility::Perplexity { tokens, config } => {
+                    row.with_perplexity(perplexity(model, tokens, *config)?.perplexity)
+                }
+                Utility::EmbeddingCosine { inputs } => row.with_embedding_cosine(
+                    EmbeddingSimilarity::between_models(fp, model, std::slice::from_ref(inputs))?
+                        .mean,
+                ),
+            };
+        }
+        for f in self.metrics {
+            for (name, value) in f(fp, model, data)? {
+                row = row.with_metric(name, value);
+            }
+        }
+        Ok(row.with_timing(start.elapsed().as_secs_f64(), row_seed))
+    }
+
+    /// The membership attack on `model`: probe members and non-members, estimate MIS.
+    fn attack(&self, row: AuditRow, model: &M, data: &AuditData) -> Result<AuditRow> {
+        let (xm, ym) = data.members()?;
+        let (xn, yn) = data.non_members()?;
         let sample =
             MembershipSample::new(self.losses(model, xm, ym)?, self.losses(model, xn, yn)?)?;
         let estimate = match self.estimator {
@@ -593,26 +633,11 @@ impl Measure<'_, '_> {
                     .estimate(&sample)?
             }
         };
-        row = row.with_estimate(&estimate).with_sample(&sample);
-        if let Some(utility) = data.utility() {
-            row = match utility {
-                Utility::Accuracy { inputs, labels } => {
-                    row.with_accuracy(evaluate(model, inputs, labels)?.accuracy)
-                }
-                Utility::Perplexity { tokens, config } => {
-                    row.with_perplexity(perplexity(model, tokens, *config)?.perplexity)
-                }
-                Utility::EmbeddingCosine { inputs } => row.with_embedding_cosine(
-                    EmbeddingSimilarity::between_models(fp, model, std::slice::from_ref(inputs))?
-                        .mean,
-                ),
-            };
-        }
-        Ok(row.with_timing(start.elapsed().as_secs_f64(), row_seed))
+        Ok(row.with_estimate(&estimate).with_sample(&sample))
     }
 
     /// Per-sample losses of `model` on `(x, y)`, `batch_rows` samples per forward pass.
-    fn losses<M: QuantizableModel>(&self, model: &M, x: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
+    fn losses(&self, model: &M, x: &Tensor, y: &Tensor) -> Result<Vec<f64>> {
         let n = x.dims()[0];
         let mut out = Vec::with_capacity(n);
         let mut start = 0;
