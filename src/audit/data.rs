@@ -71,6 +71,9 @@ impl Utility {
     }
 }
 
+/// `((member inputs, member targets), (non-member inputs, non-member targets))`.
+type Membership = ((Tensor, Tensor), (Tensor, Tensor));
+
 /// What one audited model is measured on: the members it was trained on and the non-members
 /// held out from it (model inputs and loss targets for the [`LossProbe`](crate::LossProbe)),
 /// plus optional calibration batches for data-aware quantizers and a [`Utility`].
@@ -96,7 +99,7 @@ impl Utility {
 #[derive(Debug, Clone)]
 pub struct AuditData {
     /// Members and non-members; `None` for a utility-only audit.
-    membership: Option<((Tensor, Tensor), (Tensor, Tensor))>,
+    membership: Option<Membership>,
     calibration: Vec<Tensor>,
     utility: Option<Utility>,
     population: usize,
@@ -186,7 +189,7 @@ impl AuditData {
         self.membership.is_some()
     }
 
-    fn membership(&self) -> Result<&((Tensor, Tensor), (Tensor, Tensor))> {
+    fn membership(&self) -> Result<&Membership> {
         self.membership
             .as_ref()
             .ok_or_else(|| Error::InvalidParameter {
