@@ -196,9 +196,9 @@ impl AuditReport {
 
     /// The rows as a Markdown table: scheme, the training when the report has several,
     /// bits/weight, model size, each utility some row has, MIS with its interval, AUC, TPR at
-    /// 1 % FPR (and at 0.1 % where some row has it), the weight error (mean / max over
-    /// layers), each extra metric, and the time when recorded. Columns no row fills (size,
-    /// weight error, a utility) are left out. Missing figures print as
+    /// 1 % and 0.1 % FPR, the weight error (mean / max over layers), each extra metric, and
+    /// the time when recorded. A column no row fills (a utility, the privacy figures of a
+    /// utility-only audit, TPR at 0.1 % on fewer than 1000 non-members) is left out. Missing figures print as
     /// "–"; a `|` in a scheme name is escaped.
     pub fn to_markdown_string(&self) -> String {
         let has = |f: fn(&AuditRow) -> Option<f64>| self.rows.iter().any(|r| f(r).is_some());
@@ -227,12 +227,18 @@ impl AuditReport {
         if has(|r| r.embedding_cosine) {
             cols.push(col("embedding cosine", |r| fmt_opt(r.embedding_cosine, 4)));
         }
-        cols.push(col("MIS [CI]", |r| match (r.mis, r.mis_ci) {
-            (Some(m), Some(c)) => format!("{m:.3} [{:.3}, {:.3}]", c.lower, c.upper),
-            (m, _) => fmt_opt(m, 3),
-        }));
-        cols.push(col("AUC", |r| fmt_opt(r.auc, 3)));
-        cols.push(col("TPR@1%", |r| fmt_opt(r.tpr_at_1pct, 3)));
+        if has(|r| r.mis) {
+            cols.push(col("MIS [CI]", |r| match (r.mis, r.mis_ci) {
+                (Some(m), Some(c)) => format!("{m:.3} [{:.3}, {:.3}]", c.lower, c.upper),
+                (m, _) => fmt_opt(m, 3),
+            }));
+        }
+        if has(|r| r.auc) {
+            cols.push(col("AUC", |r| fmt_opt(r.auc, 3)));
+        }
+        if has(|r| r.tpr_at_1pct) {
+            cols.push(col("TPR@1%", |r| fmt_opt(r.tpr_at_1pct, 3)));
+        }
         if has(|r| r.tpr_at_01pct) {
             cols.push(col("TPR@0.1%", |r| fmt_opt(r.tpr_at_01pct, 4)));
         }
