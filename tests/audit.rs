@@ -484,3 +484,59 @@ fn utility_only_audits_and_extra_metric_columns() {
     assert!(written.iter().all(|p| !p.ends_with("frontier.svg")));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RTN that records how many of its copies run at once.
+struct Concurrency {
+    name: String,
+    active: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Quantizer for Concurrency {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+    fn quantize(&self, w: &Tensor, c: Option<&Calibration>) -> quantlens::Result<QuantizedTensor> {
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        rtn(QuantSpec::int4().per_channel()).quantize(w, c)
+    }
+}
+
+#[test]
+fn a_memory_budget_caps_the_rows_in_flight() {
+    let (data, mlp) = trained();
+    let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let run = |budget: Option<usize>| {
+        peak.store(0, Ordering::SeqCst);
+        let mut audit = Audit::of_model("mlp", mlp.clone(), data.clone())
+            .bootstrap_resamples(20)
+            .jobs(4);
+        for i in 0..6 {
+            audit = audit.quantizer(Concurrency {
+                name: format!("rtn-{i}"),
+                active: active.clone(),
+                peak: peak.clone(),
+            });
+        }
+        if let Some(b) = budget {
+            audit = audit.memory_budget(b);
+        }
+        let report = audit.run().unwrap();
+        (json(&report), peak.load(Ordering::SeqCst))
+    };
+    let bytes = mlp.storage_bytes();
+    let (capped, peak_capped) = run(Some(2 * bytes + bytes / 2));
+    assert!(
+        peak_capped <= 2,
+        "{peak_capped} rows at once under a two-model budget"
+    );
+    let (single, peak_single) = run(Some(1));
+    assert_eq!(
+        peak_single, 1,
+        "a budget below one model still runs one row at a time"
+    );
+    assert_eq!(capped, single, "parallelism never changes the numbers");
+}

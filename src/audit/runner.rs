@@ -116,6 +116,7 @@ pub struct Audit<'a, M> {
     calibration_mode: CalibrationMode,
     seed: u64,
     jobs: usize,
+    memory_budget: Option<usize>,
     batch_rows: usize,
     shard: Shard,
     checkpoint: Option<PathBuf>,
@@ -173,6 +174,7 @@ where
             calibration_mode: CalibrationMode::Sequential,
             seed: 0,
             jobs: 1,
+            memory_budget: None,
             batch_rows: 256,
             shard: Shard::whole(),
             checkpoint: None,
@@ -251,6 +253,15 @@ where
     /// small models, whose work is dominated by per-row overheads.
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs;
+        self
+    }
+
+    /// Caps the rows measured at once so that their model copies fit in `bytes`: at most
+    /// `⌊bytes / model size⌋` rows (at least 1, at most [`jobs`](Self::jobs)), the model size
+    /// being [`QuantizableModel::storage_bytes`] of the trained full-precision model. Each row
+    /// also needs its activations, so leave headroom.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = Some(bytes);
         self
     }
 
@@ -407,10 +418,14 @@ where
                 },
             );
 
+            let jobs = match self.memory_budget {
+                Some(bytes) => self.jobs.min(bytes / model.storage_bytes().max(1)).max(1),
+                None => self.jobs,
+            };
             let mut first_error = None;
             let checkpoint = self.checkpoint.as_deref();
             let progress = &mut self.progress;
-            measure.rows_in_parallel(&model, data, &pending, self.jobs, |result| {
+            measure.rows_in_parallel(&model, data, &pending, jobs, |result| {
                 let saved = result.and_then(|row| {
                     let index = row.index;
                     report.push(row)?;
