@@ -58,9 +58,12 @@ mod threshold;
 mod tv;
 
 pub use bootstrap::{Bootstrap, Replicates, Statistic};
+// The resampling machinery, shared with the explanation metrics' mean intervals.
+pub(crate) use bootstrap::{draw_counts, par_resamples};
 pub use dp::{DpAudit, EpsilonBound, clopper_pearson};
 pub use estimate::{MisEstimate, PointEstimate, TprAtFpr};
 pub use indicator::{IndicatorEstimate, MisIndicator};
+pub(crate) use interval::percentile_interval;
 pub use interval::{CiMethod, Interval, dkw_epsilon, dkw_interval};
 pub use lira::{Lira, LiraStatistic, LiraVariant};
 pub use rank::{PairedComparison, Ranked, paired_bootstrap, pareto_front, rank_by_mis};
