@@ -44,7 +44,13 @@ pub enum Score {
 /// The reference input of integrated gradients.
 #[derive(Debug, Clone, Default)]
 pub enum Baseline {
-    /// All zeros (for standardised features: the mean input; for embeddings: no token).
+    /// All zeros (for standardised features: the mean input).
+    ///
+    /// Avoid it for token embeddings of an RMSNorm decoder ([`Llama`](crate::model::Llama)):
+    /// behind the first norm the model is scale-invariant, so along the path `α·x` the score
+    /// jumps from `f(0)` to about `f(x)` within `α ≲ 10⁻⁴` and no Riemann sum of a few dozen
+    /// points integrates that step (completeness then fails by an order of magnitude). Use
+    /// the embeddings of a neutral token (padding, end of text) instead.
     #[default]
     Zeros,
     /// A given input, shaped like one sample.

@@ -196,7 +196,9 @@ impl CounterfactualSearch {
         )?;
         let mut delta = vec![0.0f64; n * d];
         let mut steps = vec![0usize; n];
-        let mut done = vec![false; n];
+        // A row already in its goal class has no counterfactual: done, and invalid.
+        let mut done: Vec<bool> = original.iter().zip(&targets).map(|(o, t)| o == t).collect();
+        let mut valid = vec![false; n];
         let eta = self.step_size;
         for step in 0..=self.max_steps {
             let current: Vec<f32> = x0
@@ -210,12 +212,13 @@ impl CounterfactualSearch {
             for i in 0..n {
                 if !done[i] && self.reached(&rows[i], original[i], targets[i]) {
                     done[i] = true;
+                    valid[i] = true;
                     steps[i] = step;
                 }
             }
             if step == self.max_steps || done.iter().all(|&v| v) {
                 for (i, s) in steps.iter_mut().enumerate() {
-                    if !done[i] {
+                    if !valid[i] && original[i] != targets[i] {
                         *s = step;
                     }
                 }
@@ -261,7 +264,7 @@ impl CounterfactualSearch {
                     original_class: original[i],
                     target_class: targets[i],
                     class: argmax(&final_logits[i])?,
-                    valid: done[i],
+                    valid: valid[i],
                     steps: steps[i],
                     l1: edit.iter().map(|e| e.abs()).sum(),
                     l2: edit.iter().map(|e| e * e).sum::<f64>().sqrt(),
@@ -300,7 +303,8 @@ pub struct Counterfactual {
     pub target_class: usize,
     /// The model's prediction at `x'`.
     pub class: usize,
-    /// Whether the goal was met (with the margin) within the step cap.
+    /// Whether the goal was met (with the margin) within the step cap; always false when
+    /// the goal class already was the prediction (nothing to flip).
     pub valid: bool,
     /// Gradient steps taken.
     pub steps: usize,

@@ -13,15 +13,20 @@ impl Attributor {
     /// id, or the predicted token — at the **last** position, i.e. for the prediction of the
     /// token that follows the prompt. Gradients flow to the input embeddings only
     /// ([`Llama::forward_embeddings_last`]); a [`Baseline::Input`](super::Baseline::Input)
-    /// must be `[t, hidden]`, and the zero baseline is the all-zero embedding.
+    /// must be `[t, hidden]` (e.g. `model.embed` of a padding token repeated `t` times; the
+    /// zero embedding is a poor baseline for a decoder, see [`Baseline::Zeros`](super::Baseline::Zeros)).
     ///
     /// ```
-    /// use candle_core::Device;
-    /// use quantlens::explain::{Attributor, Target};
+    /// use candle_core::{Device, Tensor};
+    /// use quantlens::explain::{Attributor, Baseline, IntegratedGradients, Method, Target};
     /// use quantlens::model::{Llama, LlamaConfig};
     ///
     /// let model = Llama::new(LlamaConfig::tiny(50, 16, 2, 2, 1), 3, &Device::Cpu)?;
-    /// let a = Attributor::integrated_gradients(64).attribute_tokens(&model, &[4, 8, 15, 16], Target::Class(23))?;
+    /// // Baseline: token 0 at every position.
+    /// let pad = model.embed(&Tensor::new(&[[0u32; 4]], &Device::Cpu)?)?.squeeze(0)?;
+    /// let ig = IntegratedGradients::new(64).baseline(Baseline::Input(pad));
+    /// let a = Attributor::new(Method::IntegratedGradients(ig))
+    ///     .attribute_tokens(&model, &[4, 8, 15, 16], Target::Class(23))?;
     /// assert_eq!(a.values.len(), 4);
     /// assert!(a.completeness_error().unwrap() < 0.01);
     /// # Ok::<(), quantlens::Error>(())
