@@ -21,9 +21,8 @@ use std::time::Instant;
 use candle_core::{D, Device, Tensor};
 use quantlens::data::{self, MembershipSplit, StandardizeOptions, Standardizer};
 use quantlens::explain::{
-    Agreement, AgreementSummary, Attribution, Attributor, Baseline, Counterfactual,
-    CounterfactualSearch, CounterfactualSummary, Faithfulness, FaithfulnessSummary, Target,
-    validity_on,
+    AgreementSummary, Attribution, Attributor, Baseline, Counterfactual, CounterfactualSearch,
+    CounterfactualSummary, Faithfulness, FaithfulnessSummary, Target, validity_on,
 };
 use quantlens::mis::{Bootstrap, Interval};
 use quantlens::model::{
@@ -52,20 +51,6 @@ fn attributions(
 ) -> anyhow::Result<Vec<Attribution>> {
     let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c as usize)).collect();
     Ok(method.attribute_rows(|b| model.forward(b), x, &targets)?)
-}
-
-/// Per-row agreement; rows where a side is constant (undefined rank correlation) are skipped.
-fn agreement(
-    a: &[Attribution],
-    b: &[Attribution],
-    boot: &Bootstrap,
-) -> anyhow::Result<AgreementSummary> {
-    let rows: Vec<Agreement> = a
-        .iter()
-        .zip(b)
-        .filter_map(|(a, b)| Agreement::between(&a.values, &b.values, TOP_K).ok())
-        .collect();
-    Ok(AgreementSummary::of(&rows, Some(boot))?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -137,8 +122,10 @@ fn main() -> anyhow::Result<()> {
         let acc =
             pred.iter().zip(&y_test).filter(|(p, y)| p == y).count() as f64 / y_test.len() as f64;
         // 1. Agreement with full precision on the full-precision model's prediction.
-        let a_ig = agreement(&fp_ig, &attributions(&ig, model, &x, &fp_classes)?, &boot)?;
-        let a_gxi = agreement(&fp_gxi, &attributions(&gxi, model, &x, &fp_classes)?, &boot)?;
+        let q_ig = attributions(&ig, model, &x, &fp_classes)?;
+        let a_ig = AgreementSummary::compare(&fp_ig, &q_ig, TOP_K, Some(&boot))?;
+        let q_gxi = attributions(&gxi, model, &x, &fp_classes)?;
+        let a_gxi = AgreementSummary::compare(&fp_gxi, &q_gxi, TOP_K, Some(&boot))?;
         // 2. Faithfulness of the model's own attributions for its own prediction.
         let own_classes = model.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let own = attributions(&ig, model, &x, &own_classes)?;

@@ -32,12 +32,7 @@ fn normal_vec(n: usize, std: f64, seed: u64) -> Vec<f32> {
 }
 
 fn to_f64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
+    common::values(t).into_iter().map(f64::from).collect()
 }
 
 /// A linear classifier (an MLP with no hidden layer) and its weight `[c, d]` and bias, in f64.
@@ -97,8 +92,9 @@ fn attributions_of_a_linear_model_are_weights_times_input() {
     let (mlp, w, _) = linear_model(d, c, 11);
     let x = normal_vec(d, 1.5, 3);
     let xt = Tensor::from_slice(&x, d, &dev()).unwrap();
-    for class in 0..c {
-        let want: Vec<f64> = (0..d).map(|j| w[class][j] * f64::from(x[j])).collect();
+    assert_eq!(w.len(), c);
+    for (class, row) in w.iter().enumerate() {
+        let want: Vec<f64> = (0..d).map(|j| row[j] * f64::from(x[j])).collect();
         for method in [
             Attributor::gradient_times_input(),
             Attributor::integrated_gradients(8),

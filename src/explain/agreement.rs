@@ -2,6 +2,7 @@
 //! bootstrap intervals ([`AgreementSummary`]): how much quantization changed the explanation.
 
 use crate::error::{Error, Result};
+use crate::explain::attribution::Attribution;
 use crate::explain::mean::MeanEstimate;
 use crate::explain::rank::{cosine_similarity, kendall_tau_b, spearman, top_k_jaccard};
 use crate::mis::{Bootstrap, Interval};
@@ -11,7 +12,7 @@ use crate::mis::{Bootstrap, Interval};
 ///
 /// ```
 /// use quantlens::explain::Agreement;
-/// let a = Agreement::between(&[0.9, 0.1, -0.5, 0.3], &[0.8, 0.2, -0.4, 0.1], 2)?;
+/// let a = Agreement::between(&[0.9, 0.1, -0.5, 0.3], &[0.8, 0.2, -0.4, 0.3], 2)?;
 /// assert_eq!((a.spearman, a.kendall, a.top_k_jaccard), (1.0, 1.0, 1.0));
 /// assert!(a.cosine > 0.97);
 /// # Ok::<(), quantlens::Error>(())
@@ -48,8 +49,11 @@ impl Agreement {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct AgreementSummary {
-    /// Number of samples.
+    /// Number of samples averaged.
     pub n: usize,
+    /// Samples left out by [`compare`](Self::compare) because a metric was undefined for
+    /// them (a constant or all-zero attribution vector).
+    pub skipped: usize,
     /// Mean Spearman's ρ.
     pub spearman: f64,
     /// Its interval.
@@ -104,6 +108,7 @@ impl AgreementSummary {
         );
         Ok(AgreementSummary {
             n: samples.len(),
+            skipped: 0,
             spearman: s.mean,
             spearman_ci: s.ci,
             kendall: k.mean,
@@ -113,5 +118,39 @@ impl AgreementSummary {
             cosine: c.mean,
             cosine_ci: c.ci,
         })
+    }
+
+    /// Agreement of paired attributions `a[i]` and `b[i]` (same sample, two models; at
+    /// least one pair), top-k with `k` features, averaged with intervals from `bootstrap`.
+    /// Pairs for which a metric is undefined (a constant or all-zero side) are left out and
+    /// counted in `skipped`; other errors (length mismatch, bad `k`) are returned.
+    pub fn compare(
+        a: &[Attribution],
+        b: &[Attribution],
+        k: usize,
+        bootstrap: Option<&Bootstrap>,
+    ) -> Result<Self> {
+        if a.len() != b.len() {
+            return Err(Error::ShapeMismatch(format!(
+                "{} attributions cannot be paired with {}",
+                a.len(),
+                b.len()
+            )));
+        }
+        let mut rows = Vec::with_capacity(a.len());
+        let mut skipped = 0;
+        for (x, y) in a.iter().zip(b) {
+            match Agreement::between(&x.values, &y.values, k) {
+                Ok(r) => rows.push(r),
+                Err(Error::InvalidParameter {
+                    name: "attributions",
+                    ..
+                }) => skipped += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut summary = AgreementSummary::of(&rows, bootstrap)?;
+        summary.skipped = skipped;
+        Ok(summary)
     }
 }

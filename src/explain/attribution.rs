@@ -1,22 +1,5 @@
 //! Gradient-based attributions through Candle's autograd: gradient × input and integrated
 //! gradients, for any differentiable function from a batch of inputs to a batch of logits.
-//!
-//! A *sample* is a tensor of shape `S = [features, …]`; the function sees a batch
-//! `[m, features, …]` and returns logits `[m, classes]`, each row depending on its own input
-//! row only (no batch statistics). The scalar explained is the logit — or the log-probability
-//! — of one class. Attributions are per element, then summed over the trailing axes to one
-//! value per feature: per input feature for tabular data (`S = [d]`), per token for a
-//! sequence of embeddings (`S = [t, hidden]`, summed over the embedding dimension).
-//!
-//! **Gradient × input**: `a_i = x_i · ∂s/∂x_i`. For a linear score it is exactly
-//! `w_i · x_i`.
-//!
-//! **Integrated gradients** (Sundararajan et al. 2017): `a_i = (x_i − x'_i) ·
-//! ∫₀¹ ∂s/∂x_i (x' + α(x − x')) dα` from a baseline `x'`, so that `Σ a_i = s(x) − s(x')`
-//! (completeness) up to the quadrature error. The integral is a Riemann sum over `steps`
-//! points, either the **midpoint** rule (`α_k = (k + ½)/m`, weights `1/m`, error O(1/m²); the
-//! default) or the **trapezoid** rule (`α_k = k/m` for `k = 0..=m`, end weights `1/(2m)`,
-//! inner `1/m`; also O(1/m²), and it evaluates both end points).
 
 use candle_core::{DType, Tensor, Var};
 
@@ -57,7 +40,7 @@ pub enum Baseline {
     Input(Tensor),
 }
 
-/// The quadrature rule of the path integral (see the [module docs](self)).
+/// The quadrature rule of the path integral (see [`Attributor`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathRule {
     /// `m` points at `(k + ½)/m`, equal weights.
@@ -160,6 +143,23 @@ impl Attribution {
 }
 
 /// Computes attributions with one [`Method`] of one [`Score`].
+///
+/// A *sample* is a tensor of shape `S = [features, …]`; the function sees a batch
+/// `[m, features, …]` and returns logits `[m, classes]`, each row depending on its own input
+/// row only (no batch statistics). The scalar explained is the logit — or the log-probability
+/// — of one class. Attributions are per element, then summed over the trailing axes to one
+/// value per feature: per input feature for tabular data (`S = [d]`), per token for a
+/// sequence of embeddings (`S = [t, hidden]`, summed over the embedding dimension).
+///
+/// **Gradient × input**: `a_i = x_i · ∂s/∂x_i`. For a linear score it is exactly
+/// `w_i · x_i`.
+///
+/// **Integrated gradients** (Sundararajan et al. 2017): `a_i = (x_i − x'_i) ·
+/// ∫₀¹ ∂s/∂x_i (x' + α(x − x')) dα` from a baseline `x'`, so that `Σ a_i = s(x) − s(x')`
+/// (completeness) up to the quadrature error. The integral is a Riemann sum over `steps`
+/// points, either the **midpoint** rule (`α_k = (k + ½)/m`, weights `1/m`, error O(1/m²); the
+/// default) or the **trapezoid** rule (`α_k = k/m` for `k = 0..=m`, end weights `1/(2m)`,
+/// inner `1/m`; also O(1/m²), and it evaluates both end points).
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -411,9 +411,15 @@ fn check_sample(x: &Tensor) -> Result<Tensor> {
             shape: x.dims().to_vec(),
         });
     }
+    Ok(finite_f32("attribution input", x)?.0)
+}
+
+/// `x` as f32 (on its device and as host values) after refusing a non-float dtype and NaN or
+/// ±∞, naming `what`.
+pub(crate) fn finite_f32(what: &'static str, x: &Tensor) -> Result<(Tensor, Vec<f32>)> {
     if !x.dtype().is_float() {
         return Err(Error::UnsupportedDType {
-            what: "attribution input",
+            what,
             dtype: x.dtype(),
         });
     }
@@ -421,12 +427,12 @@ fn check_sample(x: &Tensor) -> Result<Tensor> {
     let v = x.flatten_all()?.to_vec1::<f32>()?;
     if let Some(first_index) = v.iter().position(|v| !v.is_finite()) {
         return Err(Error::NonFinite {
-            what: "attribution input",
+            what,
             count: v.iter().filter(|v| !v.is_finite()).count(),
             first_index,
         });
     }
-    Ok(x)
+    Ok((x, v))
 }
 
 /// `f(xs)` as host rows of f64 logits, checked to be `[m, classes]`.

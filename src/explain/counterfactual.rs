@@ -1,21 +1,11 @@
 //! Gradient-based minimal counterfactuals for a classifier, their size and validity on the
 //! model they were found on, and the share that stays valid on another model (a quantized
 //! copy).
-//!
-//! The search is ISTA on the edit `δ = x' − x` (Wachter et al. 2017, with an elastic-net
-//! penalty as in Dhurandhar et al. 2018):
-//!
-//! `δ ← prox_{ηλ₁‖·‖₁}(δ − η (∇ CE(f(x + δ), t) + 2λ₂ δ))`,
-//!
-//! the proximal step being soft-thresholding (it zeroes small edits, so the counterfactual
-//! changes few features). Each row stops as soon as its goal is met with the required logit
-//! margin, which keeps the edit near minimal; after `max_steps` an unmet row is reported
-//! invalid. Deterministic: no random start, no seed.
 
 use candle_core::{DType, Tensor, Var};
 
 use crate::error::{Error, Result};
-use crate::explain::attribution::argmax;
+use crate::explain::attribution::{argmax, finite_f32};
 use crate::explain::mean::MeanEstimate;
 use crate::mis::{Bootstrap, Interval};
 
@@ -30,7 +20,17 @@ pub enum Goal {
     Class(usize),
 }
 
-/// Settings of the counterfactual search (see the [module docs](self)).
+/// Settings of the counterfactual search.
+///
+/// The search is ISTA on the edit `δ = x' − x` (Wachter et al. 2017, with an elastic-net
+/// penalty as in Dhurandhar et al. 2018):
+///
+/// `δ ← prox_{ηλ₁‖·‖₁}(δ − η (∇ CE(f(x + δ), t) + 2λ₂ δ))`,
+///
+/// the proximal step being soft-thresholding (it zeroes small edits, so the counterfactual
+/// changes few features). Each row stops as soon as its goal is met with the required logit
+/// margin, which keeps the edit near minimal; after `max_steps` an unmet row is reported
+/// invalid. Deterministic: no random start, no seed.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -461,20 +461,7 @@ fn check_rows(x: &Tensor) -> Result<(usize, usize)> {
             shape: x.dims().to_vec(),
         });
     }
-    if !x.dtype().is_float() {
-        return Err(Error::UnsupportedDType {
-            what: "counterfactual inputs",
-            dtype: x.dtype(),
-        });
-    }
-    let v = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    if let Some(first_index) = v.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: "counterfactual inputs",
-            count: v.iter().filter(|v| !v.is_finite()).count(),
-            first_index,
-        });
-    }
+    finite_f32("counterfactual inputs", x)?;
     Ok((n, d))
 }
 

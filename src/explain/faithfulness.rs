@@ -1,24 +1,12 @@
 //! Faithfulness of a model's own attributions: deletion and insertion curves, their areas,
 //! comprehensiveness and sufficiency.
-//!
-//! Features are ranked by their attribution, most positive first (the features that speak
-//! most *for* the target class; ties towards the lower index). The **deletion** curve
-//! replaces the top `k` features of the input by the baseline, for `k = 0 … d`, and records
-//! the target's probability; a faithful explanation makes it fall fast (low area). The
-//! **insertion** curve starts from the baseline and puts the top `k` input features back; a
-//! faithful explanation makes it rise fast (high area). Areas use the trapezoid rule over the
-//! removed fraction `k/d ∈ [0, 1]`.
-//!
-//! **Comprehensiveness** at fraction `q` is `p(x) − p(x without its top ⌈q·d⌉ features)`,
-//! **sufficiency** `p(x) − p(only the top ⌈q·d⌉ features)` (DeYoung et al. 2020, ERASER);
-//! both are averaged over the evaluation fractions. High comprehensiveness and low
-//! sufficiency mean a faithful explanation.
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::explain::attribution::{Attribution, Baseline};
 use crate::explain::mean::MeanEstimate;
+use crate::explain::tokens::prompt_embeddings;
 use crate::mis::{Bootstrap, Interval};
 use crate::model::Llama;
 
@@ -27,6 +15,19 @@ const ROWS_PER_PASS: usize = 32;
 
 /// Settings: how many points the curves have and where comprehensiveness and sufficiency
 /// are read.
+///
+/// Features are ranked by their attribution, most positive first (the features that speak
+/// most *for* the target class; ties towards the lower index). The **deletion** curve
+/// replaces the top `k` features of the input by the baseline, for `k = 0 … d`, and records
+/// the target's probability; a faithful explanation makes it fall fast (low area). The
+/// **insertion** curve starts from the baseline and puts the top `k` input features back; a
+/// faithful explanation makes it rise fast (high area). Areas use the trapezoid rule over the
+/// removed fraction `k/d ∈ [0, 1]`.
+///
+/// **Comprehensiveness** at fraction `q` is `p(x) − p(x without its top ⌈q·d⌉ features)`,
+/// **sufficiency** `p(x) − p(only the top ⌈q·d⌉ features)` (DeYoung et al. 2020, ERASER);
+/// both are averaged over the evaluation fractions. High comprehensiveness and low
+/// sufficiency mean a faithful explanation.
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
@@ -107,7 +108,7 @@ impl Faithfulness {
                 attribution.values.len()
             )));
         }
-        crate::explain::mean::check_values("attributions", &attribution.values)?;
+        crate::mis::check_scores("attributions", &attribution.values)?;
         let baseline = match baseline {
             Baseline::Zeros => x.zeros_like()?,
             Baseline::Input(b) if b.dims() == x.dims() => b.to_dtype(DType::F32)?,
@@ -171,14 +172,7 @@ impl Faithfulness {
         attribution: &Attribution,
         baseline: &Baseline,
     ) -> Result<FaithfulnessCurves> {
-        if ids.is_empty() {
-            return Err(Error::EmptyTensor {
-                what: "prompt token ids",
-                shape: vec![0],
-            });
-        }
-        let ids = Tensor::from_slice(ids, (1, ids.len()), model.device())?;
-        let embeddings = model.embed(&ids)?.squeeze(0)?;
+        let embeddings = prompt_embeddings(model, ids)?;
         self.curves(
             |e| model.forward_embeddings_last(e),
             &embeddings,

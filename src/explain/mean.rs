@@ -1,8 +1,10 @@
 //! [`MeanEstimate`]: the mean of per-sample scores with a seeded percentile-bootstrap interval,
 //! drawn by the crate's bootstrap machinery (multinomial counts, one stream per resample).
 
-use crate::error::{Error, Result};
-use crate::mis::{Bootstrap, Interval, draw_counts, par_resamples, percentile_interval};
+use crate::error::Result;
+use crate::mis::{
+    Bootstrap, Interval, check_scores, draw_counts, par_resamples, percentile_interval,
+};
 
 /// The mean of per-sample values, with a percentile-bootstrap interval when one was asked for.
 ///
@@ -33,7 +35,7 @@ impl MeanEstimate {
     /// interval: resample `r` draws `n` values with replacement from its own stream of
     /// `(seed, r)`, so the interval does not depend on the thread count.
     pub fn of(values: &[f64], bootstrap: Option<&Bootstrap>) -> Result<Self> {
-        check_values("values to average", values)?;
+        check_scores("values to average", values)?;
         let n = values.len();
         let mean = values.iter().sum::<f64>() / n as f64;
         let ci = bootstrap.map(|b| {
@@ -65,25 +67,6 @@ impl MeanEstimate {
     pub fn upper(&self) -> Option<f64> {
         self.ci.map(|c| c.upper)
     }
-}
-
-/// Refuse an empty slice or one holding NaN or ±∞, naming `what`.
-pub(crate) fn check_values(what: &'static str, values: &[f64]) -> Result<()> {
-    if values.is_empty() {
-        return Err(Error::TooFewSamples {
-            what,
-            needed: 1,
-            got: 0,
-        });
-    }
-    if let Some(first_index) = values.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            what,
-            count: values.iter().filter(|v| !v.is_finite()).count(),
-            first_index,
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

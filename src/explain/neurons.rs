@@ -1,26 +1,5 @@
 //! FFN-neuron contribution scores for the answer token, the full-precision top-k threshold,
 //! and how many neurons of another (quantized) model still clear it.
-//!
-//! **Definition used here** (direct logit attribution through a frozen final norm). At the
-//! last prompt position the final residual state is a sum of parts,
-//! `h_L = e + Σ_l attn_l + Σ_l Σ_j m_{l,j} · W_down,l[:, j]`, with `m_{l,j}` the SwiGLU
-//! activation of neuron `j` in block `l`. The answer's logit is
-//! `z_y = (g ⊙ h_L / rms(h_L)) · u_y` (`g` the final RMSNorm gain, `u_y` the LM head row of
-//! `y`); holding the normaliser `rms(h_L)` at its value for the actual pass makes `z_y`
-//! linear in the parts, so
-//!
-//! `c_{l,j} = m_{l,j} · (W_down,l[:, j] · (g ⊙ u_y)) / rms(h_L)`
-//!
-//! and the neurons' scores plus the embedding's and the attention outputs' terms add up to
-//! `z_y` exactly. This is `activation · (W_down[:, j] · unembedding of the answer)` with the
-//! final norm folded in. The 2025 study behind this view (`papers.md` §3) scores a neuron by
-//! how much it raises the answer's *log-probability*; our reconstruction of that,
-//! `log p(y | h + m v) − log p(y | h)`, needs a softmax over the vocabulary per neuron
-//! (~46 k softmaxes of 49 k logits per prompt for SmolLM2). To first order it is `c_{l,j}`
-//! minus the same neuron's push on the expected unembedding `E_p[u]` (the partition
-//! function's change), so the two rankings agree for neurons that write mostly along the
-//! answer's own direction and can differ for neurons that lift many tokens at once. We keep
-//! the logit form: it is what the issue asks for, and it decomposes the logit exactly.
 
 use candle_core::{D, DType, Tensor};
 
@@ -30,6 +9,28 @@ use crate::mis::{Bootstrap, Interval};
 use crate::model::{Llama, LlamaTrace, QuantizableModel};
 
 /// Every FFN neuron's contribution to the answer token's logit at the last prompt position.
+///
+/// **Definition used here** (direct logit attribution through a frozen final norm). At the
+/// last prompt position the final residual state is a sum of parts,
+/// `h_L = e + Σ_l attn_l + Σ_l Σ_j m_{l,j} · W_down,l[:, j]`, with `m_{l,j}` the SwiGLU
+/// activation of neuron `j` in block `l`. The answer's logit is
+/// `z_y = (g ⊙ h_L / rms(h_L)) · u_y` (`g` the final RMSNorm gain, `u_y` the LM head row of
+/// `y`); holding the normaliser `rms(h_L)` at its value for the actual pass makes `z_y`
+/// linear in the parts, so
+///
+/// `c_{l,j} = m_{l,j} · (W_down,l[:, j] · (g ⊙ u_y)) / rms(h_L)`
+///
+/// and the neurons' scores plus the embedding's and the attention outputs' terms add up to
+/// `z_y` exactly. This is `activation · (W_down[:, j] · unembedding of the answer)` with the
+/// final norm folded in. The 2025 study behind this view (`papers.md` §3) scores a neuron by
+/// how much it raises the answer's *log-probability*; our reconstruction of that,
+/// `log p(y | h + m v) − log p(y | h)`, needs a softmax over the vocabulary per neuron
+/// (~46 k softmaxes of 49 k logits per prompt for SmolLM2). To first order it is `c_{l,j}`
+/// minus the same neuron's push on the expected unembedding `E_p[u]` (the partition
+/// function's change), so the two rankings agree for neurons that write mostly along the
+/// answer's own direction and can differ for neurons that lift many tokens at once. We keep
+/// the logit form: it is what the issue asks for, and it decomposes the logit exactly.
+///
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct NeuronScores {

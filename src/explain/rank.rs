@@ -3,7 +3,7 @@
 //! top-k features by magnitude, and cosine similarity. All in f64.
 
 use crate::error::{Error, Result};
-use crate::explain::mean::check_values;
+use crate::mis::check_scores;
 
 /// Spearman's rank correlation: the Pearson correlation of the ranks, ties given the average
 /// of the ranks they span.
@@ -234,8 +234,8 @@ pub(crate) fn check_pair(a: &[f64], b: &[f64], min_len: usize) -> Result<()> {
             b.len()
         )));
     }
-    check_values("first attribution vector", a)?;
-    check_values("second attribution vector", b)?;
+    check_scores("first attribution vector", a)?;
+    check_scores("second attribution vector", b)?;
     if a.len() < min_len {
         return Err(Error::TooFewSamples {
             what: "attribution values to rank",

@@ -16,6 +16,13 @@ impl Attributor {
     /// must be `[t, hidden]` (e.g. `model.embed` of a padding token repeated `t` times; the
     /// zero embedding is a poor baseline for a decoder, see [`Baseline::Zeros`](super::Baseline::Zeros)).
     ///
+    /// Check [`Attribution::completeness_error`] on real models: on SmolLM2-135M the straight
+    /// path between two token sequences is far from smooth (the answer's logit jumped from
+    /// −0.7 to 15.3 within 0.25 % of the path in our runs, the same with fused and
+    /// differentiable kernels), so 32 steps left completeness errors of several hundred
+    /// percent; keeping the first token (the attention sink) fixed in the baseline and using
+    /// a common token (" the") elsewhere brought 64 steps to ~5–10 %.
+    ///
     /// ```
     /// use candle_core::{Device, Tensor};
     /// use quantlens::explain::{Attributor, Baseline, IntegratedGradients, Method, Target};
@@ -37,14 +44,19 @@ impl Attributor {
         ids: &[u32],
         target: Target,
     ) -> Result<Attribution> {
-        if ids.is_empty() {
-            return Err(Error::EmptyTensor {
-                what: "prompt token ids",
-                shape: vec![0],
-            });
-        }
-        let ids = Tensor::from_slice(ids, (1, ids.len()), model.device())?;
-        let embeddings = model.embed(&ids)?.squeeze(0)?;
+        let embeddings = prompt_embeddings(model, ids)?;
         self.attribute(|e| model.forward_embeddings_last(e), &embeddings, target)
     }
+}
+
+/// The embeddings `[t, hidden]` of a non-empty prompt.
+pub(crate) fn prompt_embeddings(model: &Llama, ids: &[u32]) -> Result<Tensor> {
+    if ids.is_empty() {
+        return Err(Error::EmptyTensor {
+            what: "prompt token ids",
+            shape: vec![0],
+        });
+    }
+    let ids = Tensor::from_slice(ids, (1, ids.len()), model.device())?;
+    Ok(model.embed(&ids)?.squeeze(0)?)
 }

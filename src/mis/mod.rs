@@ -71,6 +71,7 @@ pub use reference::{ReferenceLosses, sample_from_scores};
 pub use rmia::Rmia;
 pub use roc::{OperatingPoint, Roc};
 pub use sample::MembershipSample;
+pub(crate) use sample::check_scores;
 pub use slice::{GroupSize, SlicedScores};
 pub use threshold::{AdvantageCi, LossThreshold};
 pub use tv::{SmoothedTv, TvEstimate};
