@@ -120,6 +120,7 @@
 pub mod audit;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub(crate) mod kernels;
 pub mod mis;

@@ -58,9 +58,12 @@ mod threshold;
 mod tv;
 
 pub use bootstrap::{Bootstrap, Replicates, Statistic};
+// The resampling machinery, shared with the explanation metrics' mean intervals.
+pub(crate) use bootstrap::{draw_counts, par_resamples};
 pub use dp::{DpAudit, EpsilonBound, clopper_pearson};
 pub use estimate::{MisEstimate, PointEstimate, TprAtFpr};
 pub use indicator::{IndicatorEstimate, MisIndicator};
+pub(crate) use interval::percentile_interval;
 pub use interval::{CiMethod, Interval, dkw_epsilon, dkw_interval};
 pub use lira::{Lira, LiraStatistic, LiraVariant};
 pub use rank::{PairedComparison, Ranked, paired_bootstrap, pareto_front, rank_by_mis};
@@ -68,6 +71,7 @@ pub use reference::{ReferenceLosses, sample_from_scores};
 pub use rmia::Rmia;
 pub use roc::{OperatingPoint, Roc};
 pub use sample::MembershipSample;
+pub(crate) use sample::check_scores;
 pub use slice::{GroupSize, SlicedScores};
 pub use threshold::{AdvantageCi, LossThreshold};
 pub use tv::{SmoothedTv, TvEstimate};

@@ -34,7 +34,9 @@ pub use hooks::{
 };
 pub use language::{Perplexity, PerplexityConfig, perplexity};
 pub use linear::{LayerWeight, LinearLayer};
-pub use llama::{GenerateConfig, KvCache, Llama, LlamaConfig, RopeStyle, Sampling, SourceFormats};
+pub use llama::{
+    GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle, Sampling, SourceFormats,
+};
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use sequential::{
     CalibrationMode, LayerReport, QuantizationReport, SequentialQuantization, StoreAs,

@@ -20,6 +20,19 @@ pub(crate) struct Step<'a> {
     /// The additive causal mask `[t, offset + t]`, built once per pass; `None` for a single
     /// new token, which may attend to every position.
     pub(crate) mask: Option<Tensor>,
+    /// Where blocks record their internals, when the pass is traced
+    /// ([`Llama::trace`](super::Llama::trace)).
+    pub(crate) trace: Option<&'a mut Trace>,
+}
+
+/// What a traced pass records, one entry per block in order.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// The residual stream after each block, `[b, t, hidden]`.
+    pub(crate) hidden: Vec<Tensor>,
+    /// The SwiGLU activation `silu(gate(x)) · up(x)` of each block (the input of `down_proj`
+    /// before any smoothing), `[b, t, intermediate]`.
+    pub(crate) ffn: Vec<Tensor>,
 }
 
 impl<'a> Step<'a> {
@@ -43,6 +56,7 @@ impl<'a> Step<'a> {
             kernels,
             cache,
             mask,
+            trace: None,
         })
     }
 }

@@ -61,7 +61,13 @@ impl Block {
         let normed = kernels.rms_norm(x, &param(&self.attn_norm, kernels), eps)?;
         let h = (x + self.attn.forward(&normed, index, step, hooks)?)?;
         let normed = kernels.rms_norm(&h, &param(&self.mlp_norm, kernels), eps)?;
-        Ok((&h + self.mlp.forward(&normed, kernels, hooks)?)?)
+        let activation = self.mlp.activation(&normed, kernels, hooks)?;
+        let out = (&h + self.mlp.down(&activation, kernels, hooks)?)?;
+        if let Some(trace) = step.trace.as_deref_mut() {
+            trace.ffn.push(activation);
+            trace.hidden.push(out.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -70,6 +76,7 @@ impl Block {
 pub(crate) fn param(v: &Var, kernels: Kernels) -> Tensor {
     match kernels {
         Kernels::Differentiable => v.as_tensor().clone(),
-        Kernels::Fused => v.as_tensor().detach(),
+        // An input-gradient pass tracks the input only: no gradient for every weight.
+        Kernels::Fused | Kernels::InputGradient => v.as_tensor().detach(),
     }
 }

@@ -16,8 +16,9 @@ pub(crate) struct FeedForward {
 }
 
 impl FeedForward {
-    /// `x: [b, t, hidden]` → `[b, t, hidden]`.
-    pub(crate) fn forward(
+    /// The intermediate activation `silu(gate(x)) · up(x)`: `x: [b, t, hidden]` →
+    /// `[b, t, intermediate]`, what `down_proj` reads.
+    pub(crate) fn activation(
         &self,
         x: &Tensor,
         kernels: Kernels,
@@ -25,6 +26,17 @@ impl FeedForward {
     ) -> Result<Tensor> {
         let gate = kernels.linear(&self.gate_proj, x, hooks)?;
         let up = kernels.linear(&self.up_proj, x, hooks)?;
-        kernels.linear(&self.down_proj, &(gate.silu()? * up)?, hooks)
+        Ok((gate.silu()? * up)?)
+    }
+
+    /// `down_proj` of an [`activation`](Self::activation): `[b, t, intermediate]` →
+    /// `[b, t, hidden]`.
+    pub(crate) fn down(
+        &self,
+        activation: &Tensor,
+        kernels: Kernels,
+        hooks: &mut dyn ForwardHook,
+    ) -> Result<Tensor> {
+        kernels.linear(&self.down_proj, activation, hooks)
     }
 }

@@ -15,6 +15,10 @@ pub(crate) enum Kernels {
     Fused,
     /// Plain tensor ops that backpropagate: training.
     Differentiable,
+    /// Plain tensor ops that backpropagate to the *input* only: the parameters are read
+    /// detached, so a backward pass computes gradients with respect to the input embeddings
+    /// (attributions) without a gradient for every weight.
+    InputGradient,
 }
 
 impl Kernels {
@@ -23,7 +27,9 @@ impl Kernels {
         Ok(match self {
             // The fused kernel reads rows in place (a no-op copy when already contiguous).
             Kernels::Fused => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?,
-            Kernels::Differentiable => candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?,
+            Kernels::Differentiable | Kernels::InputGradient => {
+                candle_nn::ops::rms_norm_slow(x, weight, eps as f32)?
+            }
         })
     }
 
@@ -37,7 +43,7 @@ impl Kernels {
         hooks: &mut dyn ForwardHook,
     ) -> Result<Tensor> {
         match self {
-            Kernels::Fused => layer.forward_inference(x, hooks),
+            Kernels::Fused | Kernels::InputGradient => layer.forward_inference(x, hooks),
             Kernels::Differentiable => layer.forward(x, hooks),
         }
     }
@@ -46,7 +52,9 @@ impl Kernels {
     pub(crate) fn softmax(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Kernels::Fused => candle_nn::ops::softmax_last_dim(x)?,
-            Kernels::Differentiable => candle_nn::ops::softmax(x, D::Minus1)?,
+            Kernels::Differentiable | Kernels::InputGradient => {
+                candle_nn::ops::softmax(x, D::Minus1)?
+            }
         })
     }
 }

@@ -25,11 +25,13 @@ mod generate;
 mod gguf;
 mod kernels;
 mod rope;
+mod trace;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeStyle};
 pub use generate::{GenerateConfig, Sampling};
 pub use gguf::SourceFormats;
+pub use trace::LlamaTrace;
 
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -40,7 +42,7 @@ use crate::model::train::Trainable;
 use crate::model::{LayerWeight, QuantizableModel};
 use crate::rng::SplitMix64;
 
-use attention::{Attention, Step};
+use attention::{Attention, Step, Trace};
 use block::{Block, param};
 use feed_forward::FeedForward;
 use kernels::Kernels;
@@ -370,29 +372,44 @@ impl Llama {
         &self,
         ids: &Tensor,
         hooks: &mut dyn ForwardHook,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
         kernels: Kernels,
         last_only: bool,
     ) -> Result<Tensor> {
         let offset = cache.as_ref().map_or(0, |c| c.len());
         let (b, t) = self.check_ids(ids, offset)?;
+        let h = param(&self.embedding, kernels)
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        self.run_embedded(h, hooks, cache, kernels, last_only, None)
+    }
+
+    /// The blocks, the final norm and the LM head over input embeddings `h: [b, t, hidden]`
+    /// (already checked), recording each block's internals into `trace` when given.
+    pub(crate) fn run_embedded(
+        &self,
+        mut h: Tensor,
+        hooks: &mut dyn ForwardHook,
+        mut cache: Option<&mut KvCache>,
+        kernels: Kernels,
+        last_only: bool,
+        trace: Option<&mut Trace>,
+    ) -> Result<Tensor> {
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        let (b, t, _) = h.dims3()?;
         if let Some(c) = cache.as_deref() {
             c.check_room(b, t)?;
         }
         let c = &self.config;
-        let embedding = param(&self.embedding, kernels);
-        let mut h =
-            embedding
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, c.hidden_size))?;
         let mut step = Step::new(
             &self.rope,
             offset,
             t,
             kernels,
             cache.as_deref_mut(),
-            ids.device(),
+            h.device(),
         )?;
+        step.trace = trace;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, i, c.rms_eps, &mut step, hooks)?;
         }
@@ -408,7 +425,7 @@ impl Llama {
             .matmul(&head.t()?)?
             .reshape((b, rows, c.vocab_size))?;
         Ok(match kernels {
-            Kernels::Differentiable => logits,
+            Kernels::Differentiable | Kernels::InputGradient => logits,
             // The projections' weights are variables, so their outputs carry a graph; drop it.
             Kernels::Fused => logits.detach(),
         })

@@ -59,10 +59,10 @@ impl Rope {
             }
             (Kernels::Fused, RopeStyle::Halves) => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
             // The fused kernels have no backward pass; these compose differentiable ops.
-            (Kernels::Differentiable, RopeStyle::Interleaved) => {
+            (Kernels::Differentiable | Kernels::InputGradient, RopeStyle::Interleaved) => {
                 candle_nn::rotary_emb::rope_i_slow(&x, &cos, &sin)?
             }
-            (Kernels::Differentiable, RopeStyle::Halves) => {
+            (Kernels::Differentiable | Kernels::InputGradient, RopeStyle::Halves) => {
                 candle_nn::rotary_emb::rope_slow(&x, &cos, &sin)?
             }
         })
