@@ -8,7 +8,10 @@
 //! NF4, FP8 E4M3, FP4 E2M1, MXFP4, GPTQ 4-bit, AWQ 4-bit — and perturbed by three Gaussian
 //! noises matched in norm to RTN 4-bit's error (plain, magnitude-up, magnitude-down). Every
 //! row gets the loss-threshold attack's MIS with a 95 % interval, AUC, TPR at 1 % FPR,
-//! held-out accuracy, true bits per weight, model size and per-layer weight error.
+//! held-out accuracy, true bits per weight, model size and per-layer weight error, and
+//! explanation columns: gradient × input agreement with the full-precision model (Spearman,
+//! Kendall, top-8 overlap, cosine) and the share of the full-precision model's minimal
+//! counterfactuals that still flip the quantized model (100 held-out digits).
 //!
 //! Writes `audit-report/`: the report aggregated over the three trainings (`report.json`,
 //! `.csv`, `.md`, `frontier.svg`, `roc.svg`, `losses.svg`), the rows of each training in
@@ -32,6 +35,7 @@ use quantlens::audit::{
     Audit, AuditData, AuditEvent, AuditReport, Shard, Utility, UtilityMetric, WriteOptions,
 };
 use quantlens::data::{self, MembershipSplit, StandardizeOptions, Standardizer};
+use quantlens::explain::ClassifierExplanations;
 use quantlens::model::{Mlp, MlpConfig, TrainConfig, train};
 use quantlens::perturb::Noise;
 use quantlens::{
@@ -112,6 +116,18 @@ fn fit(data: &AuditData, seed: u64) -> quantlens::Result<Mlp> {
     Ok(mlp)
 }
 
+/// Explanation columns: gradient × input agreement with the full-precision model and the
+/// share of its minimal counterfactuals that still flip the prediction, on the first 100
+/// held-out digits.
+fn explanations(fp: &Mlp, model: &Mlp, data: &AuditData) -> quantlens::Result<Vec<(String, f64)>> {
+    let Some(Utility::Accuracy { inputs, .. }) = data.utility() else {
+        return Err(quantlens::Error::Unsupported(
+            "the digits audit measures accuracy".into(),
+        ));
+    };
+    ClassifierExplanations::new(inputs.narrow(0, 0, 100)?).columns(fp, model)
+}
+
 /// The audited schemes: quantizers, then weight perturbations.
 type Schemes = (Vec<Box<dyn Quantizer>>, Vec<Box<dyn Perturbation>>);
 
@@ -169,6 +185,7 @@ fn main() -> anyhow::Result<()> {
         )
         .quantizers(quantizers)
         .perturbations(perturbations)
+        .metrics(explanations)
         .seed(o.seed)
         .jobs(o.jobs)
         .checkpoint(&checkpoint)

@@ -14,6 +14,7 @@
 //! | `recall.rs` | [`recall`]: greedy exact match and teacher-forced answer log-probability; [`RecallSummary`] |
 //! | `neurons.rs` | [`NeuronScores`]: FFN-neuron contributions to the answer logit; [`NeuronRetention`] against a reference top-k threshold |
 //! | `logit_lens.rs` | [`LogitLens`]: the answer's log-probability and rank after every block |
+//! | `columns.rs` | audit columns: [`ClassifierExplanations`] (attribution agreement, counterfactual validity), [`FactRecallColumns`] |
 //!
 //! Every `…Summary` is one report row: plain `f64` means with `Option<Interval>` bootstrap
 //! intervals ([`Bootstrap`](crate::mis::Bootstrap), seeded).
@@ -41,6 +42,7 @@
 
 mod agreement;
 mod attribution;
+mod columns;
 mod counterfactual;
 mod facts;
 mod faithfulness;
@@ -55,6 +57,7 @@ pub use agreement::{Agreement, AgreementSummary};
 pub use attribution::{
     Attribution, Attributor, Baseline, IntegratedGradients, Method, PathRule, Score, Target,
 };
+pub use columns::{ClassifierExplanations, FactRecallColumns};
 pub use counterfactual::{
     Counterfactual, CounterfactualSearch, CounterfactualSummary, CounterfactualValidity, Goal,
     validity_on,
