@@ -19,8 +19,11 @@
 //! seeded training, forward hooks, sequential whole-model quantization, perplexity, embedding
 //! similarity), [`text`] (tokenizers, the Python-docs corpus, token windows), [`data`]
 //! (embedded digits, scikit-learn tables, B3DB molecules, standardisation fitted on members
-//! only, membership splits) and [`io`] (GGUF and safetensors, bit-compatible with Candle's
-//! reader for Q4_0/Q4_1/Q8_0).
+//! only, membership splits), [`io`] (GGUF and safetensors, bit-compatible with Candle's
+//! reader for Q4_0/Q4_1/Q8_0), [`explain`] (attributions, their agreement and faithfulness,
+//! counterfactuals, fact recall, neuron contributions, logit lens) and [`audit`] (the
+//! headline workflow: a model × quantizers and perturbations → a privacy–utility report with
+//! provenance, JSON/CSV/Markdown/SVG, shards, resume).
 //!
 //! ```text
 //! weights ─► Quantizer ─► QuantizedTensor ─► dequantize ─► model ─► LossProbe ─► MisEstimator
@@ -112,7 +115,7 @@
 //!
 //! ## Not yet
 //!
-//! Explanation probes and CUDA kernels arrive in later releases; see `docs/status.md` in the repository.
+//! CUDA kernels arrive in a later release; see `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
