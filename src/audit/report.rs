@@ -90,36 +90,25 @@ pub struct LayerErrorSummary {
 impl LayerErrorSummary {
     /// The summary of a [`QuantizationReport`]; `None` when it has no layer.
     pub fn from_quantization_report(report: &QuantizationReport) -> Option<Self> {
-        let worst = report
-            .layers
-            .iter()
-            .max_by(|a, b| a.relative_error.total_cmp(&b.relative_error))?;
-        let n = report.layers.len();
-        let mean = report.layers.iter().map(|l| l.relative_error).sum::<f64>() / n as f64;
-        Some(LayerErrorSummary {
-            mean_relative_error: mean,
-            max_relative_error: worst.relative_error,
-            worst_layer: worst.name.clone(),
-            layers: n,
-        })
+        Self::of_layers(report.layers.iter().map(|l| (&l.name, l.relative_error)))
     }
-}
 
-impl LayerErrorSummary {
     /// The summary of a [`PerturbationReport`] (relative norm of each layer's change); `None`
     /// when it has no layer.
     pub fn from_perturbation_report(report: &PerturbationReport) -> Option<Self> {
-        let worst = report
-            .layers
-            .iter()
-            .max_by(|a, b| a.relative.total_cmp(&b.relative))?;
-        let n = report.layers.len();
-        let mean = report.layers.iter().map(|l| l.relative).sum::<f64>() / n as f64;
+        Self::of_layers(report.layers.iter().map(|l| (&l.name, l.relative)))
+    }
+
+    /// Mean, max and worst layer of `(name, relative error)` pairs; `None` for none.
+    fn of_layers<'r>(layers: impl Iterator<Item = (&'r String, f64)>) -> Option<Self> {
+        let layers: Vec<(&String, f64)> = layers.collect();
+        let (worst, max) = layers.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let mean = layers.iter().map(|l| l.1).sum::<f64>() / layers.len() as f64;
         Some(LayerErrorSummary {
             mean_relative_error: mean,
-            max_relative_error: worst.relative,
-            worst_layer: worst.name.clone(),
-            layers: n,
+            max_relative_error: max,
+            worst_layer: worst.clone(),
+            layers: layers.len(),
         })
     }
 }
