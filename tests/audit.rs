@@ -17,7 +17,7 @@ use quantlens::model::{
 };
 use quantlens::perturb::Noise;
 use quantlens::{
-    Calibration, GptqQuantizer, QuantSpec, QuantizedTensor, Quantizer, UniformQuantizer,
+    Calibration, GptqQuantizer, LossProbe, QuantSpec, QuantizedTensor, Quantizer, UniformQuantizer,
 };
 
 const SEED: u64 = 20261125;
@@ -539,4 +539,53 @@ fn a_memory_budget_caps_the_rows_in_flight() {
         "a budget below one model still runs one row at a time"
     );
     assert_eq!(capped, single, "parallelism never changes the numbers");
+}
+
+#[test]
+fn language_models_are_audited_with_sequence_losses_and_perplexity() {
+    use quantlens::SequenceNll;
+    use quantlens::model::{Llama, LlamaConfig, PerplexityConfig, next_token_pairs, perplexity};
+
+    let dev = Device::Cpu;
+    let config = LlamaConfig::tiny(64, 32, 2, 4, 2).max_seq_len(16);
+    let model = Llama::new(config, 3, &dev).unwrap();
+    let mut rng = common::TestRng::new(9);
+    let mut windows = |n: usize| {
+        let ids: Vec<u32> = (0..n * 17).map(|_| (rng.next_u64() % 64) as u32).collect();
+        next_token_pairs(&Tensor::from_vec(ids, (n, 17), &dev).unwrap()).unwrap()
+    };
+    let (members, non_members) = (windows(12), windows(12));
+    let tokens: Vec<u32> = (0..200).map(|i| (i * 7 % 64) as u32).collect();
+    let ppl = PerplexityConfig::new(16, 16);
+    let data = AuditData::new(members.clone(), non_members)
+        .unwrap()
+        .with_utility(Utility::perplexity(tokens.clone(), ppl));
+    let report = Audit::of_model("tiny llama", model.clone(), data)
+        .quantizer(rtn(QuantSpec::int4().per_channel()))
+        .probe(SequenceNll::new())
+        .batch_rows(5)
+        .bootstrap_resamples(20)
+        .run()
+        .unwrap();
+    let fp = &report.rows[0];
+    assert_eq!(
+        fp.perplexity,
+        Some(perplexity(&model, &tokens, ppl).unwrap().perplexity)
+    );
+    assert_eq!(fp.member_losses.len(), 12);
+    // Per-window mean NLL, batched 5 + 5 + 2, equals one forward over all windows.
+    let whole = SequenceNll::new()
+        .per_sample_losses(&model.forward(&members.0).unwrap(), &members.1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    for (a, b) in fp.member_losses.iter().zip(&whole) {
+        assert!((a - f64::from(*b)).abs() < 1e-5, "{a} vs {b}");
+    }
+    assert!(report.rows[1].perplexity.unwrap() != fp.perplexity.unwrap());
+    assert!(
+        fp.mis.is_some() && fp.tpr_at_1pct.is_none(),
+        "12 non-members: no TPR@1%"
+    );
+    assert!(fp.model_bytes.unwrap() > report.rows[1].model_bytes.unwrap());
 }
