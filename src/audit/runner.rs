@@ -372,7 +372,7 @@ where
             .collect::<Result<Vec<_>>>()?;
         let provenance = self.provenance(&datasets)?;
         let selected = self.shard.indices(plan.len());
-        let mut report = resume(self.checkpoint.as_deref(), &provenance, &plan, &selected)?;
+        let mut report = resume(self.checkpoint.as_deref(), &provenance, &plan, self.shard)?;
         let rows = selected.len();
         let mut done = report.rows.len();
         emit(
@@ -680,7 +680,7 @@ fn resume(
     checkpoint: Option<&Path>,
     provenance: &Provenance,
     plan: &[PlanEntry],
-    selected: &[usize],
+    shard: Shard,
 ) -> Result<AuditReport> {
     let Some(path) = checkpoint.filter(|p| p.exists()) else {
         return Ok(AuditReport::new(provenance.clone()));
@@ -708,7 +708,7 @@ fn resume(
                 row.index, row.scheme
             )));
         }
-        if !selected.contains(&row.index) {
+        if !shard.selects(row.index) {
             return Err(refuse(format!(
                 "its row {} belongs to another shard",
                 row.index
