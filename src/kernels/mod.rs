@@ -7,6 +7,8 @@
 
 pub(crate) mod cpu;
 mod cross_entropy;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod host;
 mod multiversion;
 pub(crate) mod scaled;
@@ -96,6 +98,11 @@ pub(crate) fn dequantize(
     dtype: DType,
     domain: Domain,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if matches!(device, Device::Cuda(_)) && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+    {
+        return cuda::dequantize(q, device, dtype, domain);
+    }
     let host = match dtype {
         DType::F32 => cpu::decode::dequantize::<f32>(q, domain)?,
         DType::F16 => cpu::decode::dequantize::<half::f16>(q, domain)?,
@@ -107,7 +114,8 @@ pub(crate) fn dequantize(
             });
         }
     };
-    // No device kernels yet beyond the CPU: decode on the host, then upload.
+    // Devices without a decode kernel (Metal, or CUDA without feature `cuda`): decode on the
+    // host, then upload.
     Ok(match device {
         Device::Cpu => host,
         other => host.to_device(other)?,
