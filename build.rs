@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kernel sources, each compiled to `$OUT_DIR/<stem>.ptx`.
-const KERNELS: &[&str] = &["src/kernels/cuda/dequantize.cu"];
+const KERNELS: &[&str] = &[
+    "src/kernels/cuda/dequantize.cu",
+    "src/kernels/cuda/quantize.cu",
+];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -52,6 +52,8 @@ build_tests() {
     "$PY" - <<'PY'
 import json, gzip, shutil, hashlib
 for line in open("target/cuda-dist/build.json"):
+    if not line.startswith("{"):
+        continue
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         name = m["target"]["name"]

@@ -42,7 +42,12 @@ fn poison(dev: &Device, bytes: usize) {
 fn bits(t: &Tensor) -> Vec<u32> {
     let t = t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap();
     match t.dtype() {
-        DType::F32 => t.to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect(),
+        DType::F32 => t
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect(),
         DType::F16 => t
             .to_vec1::<half::f16>()
             .unwrap()
@@ -92,8 +97,15 @@ fn uniform_dequantize_is_bit_exact_and_matches_naive_reference() {
             for symmetric in [true, false] {
                 for gran in [Granularity::PerTensor, Granularity::PerChannel] {
                     let mut spec = QuantSpec::new(bits_).with_granularity(gran);
-                    spec = if symmetric { spec.symmetric() } else { spec.asymmetric() };
-                    let q = UniformQuantizer::new(spec).unwrap().quantize(&w, None).unwrap();
+                    spec = if symmetric {
+                        spec.symmetric()
+                    } else {
+                        spec.asymmetric()
+                    };
+                    let q = UniformQuantizer::new(spec)
+                        .unwrap()
+                        .quantize(&w, None)
+                        .unwrap();
                     let what = format!("int{bits_} sym={symmetric} {gran:?}");
                     check_bit_exact(&dev, &q, &what);
                     // Naive reference from the parts, independent of both decoders.
@@ -108,7 +120,11 @@ fn uniform_dequantize_is_bit_exact_and_matches_naive_reference() {
                         })
                         .collect();
                     poison(&dev, q.numel() * 4);
-                    assert_eq!(bits(&q.dequantize_to(&dev, DType::F32).unwrap()), naive, "{what}");
+                    assert_eq!(
+                        bits(&q.dequantize_to(&dev, DType::F32).unwrap()),
+                        naive,
+                        "{what}"
+                    );
                 }
             }
         }
@@ -125,9 +141,14 @@ fn grouped_int4_with_group_128_and_ragged_row_counts() {
             QuantSpec::int4().per_group(128).asymmetric(),
             QuantSpec::int3().per_group(64).asymmetric(),
             QuantSpec::int2().per_group(32),
-            QuantSpec::int8().per_group(128).with_scale_dtype(ScaleDType::BF16),
+            QuantSpec::int8()
+                .per_group(128)
+                .with_scale_dtype(ScaleDType::BF16),
         ] {
-            let q = UniformQuantizer::new(spec.clone()).unwrap().quantize(&w, None).unwrap();
+            let q = UniformQuantizer::new(spec.clone())
+                .unwrap()
+                .quantize(&w, None)
+                .unwrap();
             check_bit_exact(&dev, &q, &format!("{spec:?}"));
         }
     }
@@ -143,11 +164,16 @@ fn table_and_affine_formats_are_bit_exact() {
             ("nf4-dq", Box::new(Nf4Quantizer::new().double_quant())),
             ("fp8-e4m3", Box::new(FloatQuantizer::fp8_e4m3())),
             ("fp4-e2m1", Box::new(FloatQuantizer::fp4_e2m1())),
-            ("sign", Box::new(UniformQuantizer::new(QuantSpec::binary()).unwrap())),
+            (
+                "sign",
+                Box::new(UniformQuantizer::new(QuantSpec::binary()).unwrap()),
+            ),
             ("ternary", Box::new(TernaryQuantizer::absmean())),
             (
                 "affine4-g32",
-                Box::new(AffineQuantizer::new(4, Granularity::PerGroup(32), ScaleDType::F16).unwrap()),
+                Box::new(
+                    AffineQuantizer::new(4, Granularity::PerGroup(32), ScaleDType::F16).unwrap(),
+                ),
             ),
         ];
         for (name, qz) in quantizers {
@@ -190,4 +216,103 @@ fn large_int4_g128_matrix_is_bit_exact() {
         .quantize(&w, None)
         .unwrap();
     check_bit_exact(&dev, &q, "int4 g128 4096x4096");
+}
+
+/// GPU quantization of `w` (moved to the GPU as `dtype`) equals the CPU's: same codes, scales
+/// and zero points.
+fn check_quantize(dev: &Device, spec: &QuantSpec, w: &Tensor, dtype: DType) {
+    let w = w.to_dtype(dtype).unwrap();
+    let q = UniformQuantizer::new(spec.clone()).unwrap();
+    let cpu = q.quantize(&w, None).unwrap();
+    poison(dev, cpu.codes().storage_bytes().max(1));
+    let gpu = q.quantize(&w.to_device(dev).unwrap(), None).unwrap();
+    assert_eq!(
+        gpu.codes().bytes(),
+        cpu.codes().bytes(),
+        "{spec:?} {dtype:?} {:?}: codes",
+        w.dims()
+    );
+    assert_eq!(gpu, cpu, "{spec:?} {dtype:?} {:?}", w.dims());
+}
+
+#[test]
+fn uniform_quantize_matches_the_cpu_bit_for_bit() {
+    let dev = gpu();
+    for (k, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let w = weights(rows, cols, 300 + k as u64);
+        for bits_ in [2u8, 3, 4, 8] {
+            for symmetric in [true, false] {
+                for gran in [Granularity::PerTensor, Granularity::PerChannel] {
+                    let mut spec = QuantSpec::new(bits_).with_granularity(gran);
+                    spec = if symmetric {
+                        spec.symmetric()
+                    } else {
+                        spec.asymmetric()
+                    };
+                    for dtype in [DType::F32, DType::F16, DType::BF16] {
+                        check_quantize(&dev, &spec, &w, dtype);
+                    }
+                }
+            }
+        }
+    }
+    for (rows, cols, g) in [(3usize, 384usize, 128usize), (31, 256, 32), (2, 1024, 128)] {
+        let w = weights(rows, cols, 400 + rows as u64);
+        for spec in [
+            QuantSpec::int4().per_group(g),
+            QuantSpec::int4().per_group(g).asymmetric(),
+            QuantSpec::int3().per_group(g).asymmetric(),
+            QuantSpec::int8()
+                .per_group(g)
+                .with_scale_dtype(ScaleDType::BF16),
+            QuantSpec::int2()
+                .per_group(g)
+                .with_scale_dtype(ScaleDType::E8M0),
+        ] {
+            check_quantize(&dev, &spec, &w, DType::F32);
+        }
+    }
+}
+
+#[test]
+fn quantize_rejects_non_finite_weights_like_the_cpu() {
+    let dev = gpu();
+    let mut v: Vec<f32> = weights(4, 40, 9).flatten_all().unwrap().to_vec1().unwrap();
+    v[77] = f32::NAN;
+    v[120] = f32::INFINITY;
+    let w = Tensor::from_vec(v, (4, 40), &Device::Cpu).unwrap();
+    let q = UniformQuantizer::new(QuantSpec::int4().per_group(8)).unwrap();
+    let cpu = q.quantize(&w, None).unwrap_err().to_string();
+    let gpu = q
+        .quantize(&w.to_device(&dev).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(gpu, cpu);
+    assert!(cpu.contains("77"), "{cpu}");
+}
+
+#[test]
+fn jobs_without_a_device_kernel_fall_back_to_the_host() {
+    // Sign and stochastic rounding have no CUDA kernel yet: same result via the host.
+    let dev = gpu();
+    let w = weights(5, 48, 12);
+    for spec in [
+        QuantSpec::binary(),
+        QuantSpec::int4().per_group(16).stochastic(3),
+    ] {
+        check_quantize(&dev, &spec, &w, DType::F32);
+    }
+}
+
+#[test]
+fn large_int4_g128_quantize_round_trip() {
+    let dev = gpu();
+    let w = weights(4096, 4096, 13);
+    check_quantize(&dev, &QuantSpec::int4().per_group(128), &w, DType::F32);
+    check_quantize(
+        &dev,
+        &QuantSpec::int4().per_group(128).asymmetric(),
+        &w,
+        DType::BF16,
+    );
 }

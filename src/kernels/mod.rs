@@ -53,6 +53,19 @@ pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<Quan
         Device::Cpu => host::with_host_slice(weight, "weight", |src| {
             cpu::uniform::quantize(&src, job).map_err(|fault| explain_fault(&src, job, fault))
         })?,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => match cuda::quantize_uniform(weight, job)? {
+            Some(Ok(parts)) => parts,
+            // Jobs without a device kernel run on the host; so do faults, so the error names
+            // the first bad element or group exactly as on the CPU.
+            Some(Err(_)) | None => {
+                let host = weight.to_device(&Device::Cpu)?;
+                host::with_host_slice(&host, "weight", |src| {
+                    cpu::uniform::quantize(&src, job)
+                        .map_err(|fault| explain_fault(&src, job, fault))
+                })?
+            }
+        },
         other => {
             return Err(Error::UnsupportedDevice {
                 op: "quantize",
@@ -99,8 +112,7 @@ pub(crate) fn dequantize(
     domain: Domain,
 ) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
-    if matches!(device, Device::Cuda(_)) && matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
-    {
+    if matches!(device, Device::Cuda(_)) && matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
         return cuda::dequantize(q, device, dtype, domain);
     }
     let host = match dtype {

@@ -6,5 +6,7 @@
 //! FMA contraction), so a quantized model gives the same numbers wherever it is decoded.
 
 mod dequantize;
+mod quantize;
 
 pub(crate) use dequantize::dequantize;
+pub(crate) use quantize::quantize_uniform;
