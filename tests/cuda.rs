@@ -145,7 +145,7 @@ fn grouped_int4_with_group_128_and_ragged_row_counts() {
                 .per_group(128)
                 .with_scale_dtype(ScaleDType::BF16),
         ] {
-            let q = UniformQuantizer::new(spec.clone())
+            let q = UniformQuantizer::new(spec)
                 .unwrap()
                 .quantize(&w, None)
                 .unwrap();
@@ -222,7 +222,7 @@ fn large_int4_g128_matrix_is_bit_exact() {
 /// and zero points.
 fn check_quantize(dev: &Device, spec: &QuantSpec, w: &Tensor, dtype: DType) {
     let w = w.to_dtype(dtype).unwrap();
-    let q = UniformQuantizer::new(spec.clone()).unwrap();
+    let q = UniformQuantizer::new(*spec).unwrap();
     let cpu = q.quantize(&w, None).unwrap();
     poison(dev, cpu.codes().storage_bytes().max(1));
     let gpu = q.quantize(&w.to_device(dev).unwrap(), None).unwrap();
