@@ -316,3 +316,23 @@ fn large_int4_g128_quantize_round_trip() {
         DType::BF16,
     );
 }
+
+/// Not a check: the 8192 × 8192 int4 g128 shapes of issue 11, to be timed per kernel with
+/// `ncu --metrics gpu__time_duration.sum --kernel-name regex:'ql_|affine' <binary> --ignored
+/// profile_8192`. Candle's elementwise `affine` on a bf16 tensor of the decoded size is the
+/// same-run bandwidth peer (it reads and writes 2 bytes per element).
+#[test]
+#[ignore]
+fn profile_8192_int4_g128() {
+    let dev = gpu();
+    let w = weights(8192, 8192, 21).to_dtype(DType::BF16).unwrap();
+    let wd = w.to_device(&dev).unwrap();
+    let qz = UniformQuantizer::new(QuantSpec::int4().per_group(128)).unwrap();
+    for _ in 0..3 {
+        let q = qz.quantize(&wd, None).unwrap();
+        let out = q.dequantize_to(&dev, DType::BF16).unwrap();
+        let peer = wd.affine(1.0, 0.0).unwrap();
+        dev.synchronize().unwrap();
+        drop((out, peer));
+    }
+}

@@ -1,4 +1,4 @@
-// Group-wise dequantization of densely packed codes, one thread per element (grid-stride).
+// Group-wise dequantization of densely packed codes, one thread per eight codes (grid-stride).
 //
 // Bit-identical to the CPU path (src/kernels/cpu/decode.rs): every value is computed with the
 // same IEEE f32 operations in the same order. `__fmul_rn`/`__fadd_rn`/`__fdiv_rn` forbid nvcc
@@ -27,33 +27,70 @@ struct Params {
     uint32_t cols; // 0: no input scales
 };
 
-__device__ __forceinline__ float decode_one(
-    const uint8_t *__restrict__ codes, const float *__restrict__ scales,
-    const int32_t *__restrict__ zeros, const float *__restrict__ aux,
-    const float *__restrict__ in_scales, const Params &p, uint64_t i) {
-    const uint64_t bit = i * p.bits;
-    const uint64_t byte = bit >> 3;
-    const uint32_t sh = (uint32_t)(bit & 7);
-    uint32_t w = codes[byte];
-    if (sh + p.bits > 8) {
-        w |= ((uint32_t)codes[byte + 1]) << 8;
+template <typename T, typename I, typename F>
+__device__ __forceinline__ void decode_octets(const uint8_t *__restrict__ codes,
+                                              const float *__restrict__ scales,
+                                              const int32_t *__restrict__ zeros,
+                                              const float *__restrict__ aux,
+                                              const float *__restrict__ in_scales,
+                                              const Params &p, T *__restrict__ out, F convert) {
+    const I n = (I)p.n;
+    const I octets = (n + 7) / 8;
+    const I stride = (I)gridDim.x * blockDim.x;
+    const uint32_t mask = (1u << p.bits) - 1u;
+    for (I o = (I)blockIdx.x * blockDim.x + threadIdx.x; o < octets; o += stride) {
+        const I i0 = o * 8;
+        const uint32_t count = (uint32_t)min((I)8, n - i0);
+        const uint32_t nbytes = (count * p.bits + 7) / 8;
+        const uint8_t *src = codes + (uint64_t)o * p.bits;
+        uint64_t word = 0;
+        for (uint32_t b = 0; b < nbytes; ++b) {
+            word |= ((uint64_t)src[b]) << (8 * b);
+        }
+        I g = i0 / p.group_len;
+        I group_end = (g + 1) * (I)p.group_len;
+        I col = p.cols ? i0 % p.cols : 0;
+        // The octet's values, stored with 16-byte writes when it is whole (i0 is a multiple
+        // of 8, so `out + i0` is 16-byte aligned for 2-byte and 32-byte for 4-byte types).
+        union {
+            T v[8];
+            uint4 u[sizeof(T) / 2];
+        } buf;
+        for (uint32_t k = 0; k < count; ++k) {
+            const I i = i0 + k;
+            if (i == group_end) {
+                ++g;
+                group_end += p.group_len;
+            }
+            const uint32_t c = (uint32_t)(word >> (k * p.bits)) & mask;
+            const float scale = scales[g];
+            float v;
+            if (p.mode == MODE_UNIFORM) {
+                v = __fmul_rn((float)((int32_t)c - zeros[g]), scale);
+            } else if (p.mode == MODE_AFFINE) {
+                v = __fadd_rn(__fmul_rn((float)c, scale), aux[g]);
+            } else {
+                const I t = g / p.groups_per_table;
+                v = __fmul_rn(scale, aux[(uint64_t)t * p.table_len + c]);
+            }
+            if (p.cols != 0) {
+                v = __fdiv_rn(v, in_scales[col]);
+                col = col + 1 == p.cols ? 0 : col + 1;
+            }
+            buf.v[k] = convert(v);
+        }
+        if (count == 8) {
+            uint4 *dst = reinterpret_cast<uint4 *>(out + i0);
+#pragma unroll
+            for (uint32_t w = 0; w < sizeof(T) / 2; ++w) {
+                dst[w] = buf.u[w];
+            }
+        } else {
+            for (uint32_t k = 0; k < count; ++k) {
+                out[i0 + k] = buf.v[k];
+            }
+        }
     }
-    const uint32_t c = (w >> sh) & ((1u << p.bits) - 1u);
-    const uint64_t g = i / p.group_len;
-    const float scale = scales[g];
-    float v;
-    if (p.mode == MODE_UNIFORM) {
-        v = __fmul_rn((float)((int32_t)c - zeros[g]), scale);
-    } else if (p.mode == MODE_AFFINE) {
-        v = __fadd_rn(__fmul_rn((float)c, scale), aux[g]);
-    } else {
-        const uint64_t t = g / p.groups_per_table;
-        v = __fmul_rn(scale, aux[t * p.table_len + c]);
-    }
-    if (p.cols != 0) {
-        v = __fdiv_rn(v, in_scales[i % p.cols]);
-    }
-    return v;
 }
 
 #define DEQUANT_KERNEL(NAME, T, CONVERT)                                                        \
@@ -63,10 +100,11 @@ __device__ __forceinline__ float decode_one(
                                     const float *__restrict__ aux,                              \
                                     const float *__restrict__ in_scales, Params p,              \
                                     T *__restrict__ out) {                                      \
-        const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;                               \
-        for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n;             \
-             i += stride) {                                                                     \
-            out[i] = CONVERT(decode_one(codes, scales, zeros, aux, in_scales, p, i));           \
+        auto convert = [](float v) { return CONVERT(v); };                                      \
+        if (p.n < (1ull << 31)) {                                                               \
+            decode_octets<T, uint32_t>(codes, scales, zeros, aux, in_scales, p, out, convert);  \
+        } else {                                                                                \
+            decode_octets<T, uint64_t>(codes, scales, zeros, aux, in_scales, p, out, convert);  \
         }                                                                                       \
     }
 

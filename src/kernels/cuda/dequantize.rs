@@ -1,5 +1,5 @@
 //! Dequantization on a CUDA device, for every [`QuantFormat`]: the packed codes are uploaded
-//! once and decoded on the device, one thread per element (`dequantize.cu`).
+//! once and decoded on the device, one thread per eight codes (`dequantize.cu`).
 //!
 //! The per-group parameters are the very vectors the CPU decoder uses (f32 scales, integer zero
 //! points, affine offsets, unit-level tables), so both backends evaluate the same expression on
@@ -147,7 +147,8 @@ impl DecodeOp {
         // SAFETY: the kernel writes every one of the `n` elements before anyone reads them.
         let mut out = unsafe { dev.alloc::<T>(n) }?;
         let func = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
-        let blocks = n.div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32;
+        // One thread per octet of eight codes.
+        let blocks = n.div_ceil(8).div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32;
         let cfg = LaunchConfig {
             grid_dim: (blocks, 1, 1),
             block_dim: (BLOCK, 1, 1),

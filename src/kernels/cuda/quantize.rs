@@ -22,6 +22,13 @@ const MODULE: &str = "quantlens_quantize";
 const BLOCK: u32 = 256;
 /// Enough blocks to fill any current GPU; the encode kernel strides over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
+/// Groups up to this length are reduced by one warp each, longer ones by one block each.
+const WARP_GROUP_MAX: usize = 4096;
+
+fn u32_grid(blocks: usize) -> Result<u32> {
+    u32::try_from(blocks)
+        .map_err(|_| Error::Unsupported(format!("{blocks} blocks exceed a CUDA grid")))
+}
 
 /// Quantize `weight` (rank 2, float, on a CUDA device) on the device: `Ok(None)` when this job
 /// has no device kernel, `Ok(Some(Err(fault)))` when the CPU kernel would fault too.
@@ -85,27 +92,50 @@ impl Run<'_> {
         let n = self.range.len();
         let group_len = self.job.group_len as u64;
         let groups = n / self.job.group_len;
-        let groups_u32 = u32::try_from(groups)
-            .map_err(|_| Error::Unsupported(format!("{groups} groups exceed a CUDA grid")))?;
 
-        // 1. Per-group min, max, finiteness: one block per group.
+        // 1. Per-group min, max, finiteness: one warp (short groups) or one block per group.
         let mut mn = dev.alloc_zeros::<f32>(groups)?;
         let mut mx = dev.alloc_zeros::<f32>(groups)?;
         let mut finite = dev.alloc_zeros::<u8>(groups)?;
-        let f = dev.get_or_load_custom_func(&format!("ql_group_minmax_{suffix}"), MODULE, PTX)?;
-        let mut b = f.builder();
-        b.arg(&x)
-            .arg(&group_len)
-            .arg(&mut mn)
-            .arg(&mut mx)
-            .arg(&mut finite);
-        let cfg = LaunchConfig {
-            grid_dim: (groups_u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
+        let f;
+        let mut b;
+        let groups_u64 = groups as u64;
+        let cfg = if self.job.group_len <= WARP_GROUP_MAX {
+            f = dev.get_or_load_custom_func(
+                &format!("ql_group_minmax_warp_{suffix}"),
+                MODULE,
+                PTX,
+            )?;
+            b = f.builder();
+            b.arg(&x)
+                .arg(&group_len)
+                .arg(&groups_u64)
+                .arg(&mut mn)
+                .arg(&mut mx)
+                .arg(&mut finite);
+            let per_block = (BLOCK / 32) as usize;
+            LaunchConfig {
+                grid_dim: (u32_grid(groups.div_ceil(per_block))?, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            }
+        } else {
+            f = dev.get_or_load_custom_func(&format!("ql_group_minmax_{suffix}"), MODULE, PTX)?;
+            b = f.builder();
+            b.arg(&x)
+                .arg(&group_len)
+                .arg(&mut mn)
+                .arg(&mut mx)
+                .arg(&mut finite);
+            LaunchConfig {
+                grid_dim: (u32_grid(groups)?, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            }
         };
-        // SAFETY: argument types and order match `ql_group_minmax_*`; block g reads elements
-        // g·group_len .. (g+1)·group_len < n and writes index g < groups of each output.
+        // SAFETY: argument types and order match `ql_group_minmax[_warp]_*`; group g reads
+        // elements g·group_len .. (g+1)·group_len <= n and writes index g < groups of each
+        // output.
         unsafe { b.launch(cfg) }.w()?;
         let (mn, mx, finite) = (
             dev.clone_dtoh(&mn)?,
