@@ -7,6 +7,8 @@
 
 pub(crate) mod cpu;
 mod cross_entropy;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod host;
 mod multiversion;
 pub(crate) mod scaled;
@@ -51,6 +53,19 @@ pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<Quan
         Device::Cpu => host::with_host_slice(weight, "weight", |src| {
             cpu::uniform::quantize(&src, job).map_err(|fault| explain_fault(&src, job, fault))
         })?,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => match cuda::quantize_uniform(weight, job)? {
+            Some(Ok(parts)) => parts,
+            // Jobs without a device kernel run on the host; so do faults, so the error names
+            // the first bad element or group exactly as on the CPU.
+            Some(Err(_)) | None => {
+                let host = weight.to_device(&Device::Cpu)?;
+                host::with_host_slice(&host, "weight", |src| {
+                    cpu::uniform::quantize(&src, job)
+                        .map_err(|fault| explain_fault(&src, job, fault))
+                })?
+            }
+        },
         other => {
             return Err(Error::UnsupportedDevice {
                 op: "quantize",
@@ -96,6 +111,10 @@ pub(crate) fn dequantize(
     dtype: DType,
     domain: Domain,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if matches!(device, Device::Cuda(_)) && matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return cuda::dequantize(q, device, dtype, domain);
+    }
     let host = match dtype {
         DType::F32 => cpu::decode::dequantize::<f32>(q, domain)?,
         DType::F16 => cpu::decode::dequantize::<half::f16>(q, domain)?,
@@ -107,7 +126,8 @@ pub(crate) fn dequantize(
             });
         }
     };
-    // No device kernels yet beyond the CPU: decode on the host, then upload.
+    // Devices without a decode kernel (Metal, or CUDA without feature `cuda`): decode on the
+    // host, then upload.
     Ok(match device {
         Device::Cpu => host,
         other => host.to_device(other)?,

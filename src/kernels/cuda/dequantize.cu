@@ -1,0 +1,115 @@
+// Group-wise dequantization of densely packed codes, one thread per eight codes (grid-stride).
+//
+// Bit-identical to the CPU path (src/kernels/cpu/decode.rs): every value is computed with the
+// same IEEE f32 operations in the same order. `__fmul_rn`/`__fadd_rn`/`__fdiv_rn` forbid nvcc
+// from contracting a multiply and an add into one FMA (which would round once instead of
+// twice) and pin division to IEEE round-to-nearest whatever the compiler flags.
+//
+// Code `i` of a `bits`-bit stream occupies bits [i*bits, i*bits + bits) of a little-endian bit
+// string (src/quant/packing.rs), so it spans at most two bytes for bits <= 8.
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+// How a code becomes a value; must match `Mode` in dequantize.rs.
+#define MODE_UNIFORM 0 // scale * (q - zero[g])
+#define MODE_AFFINE 1  // q * scale + offset[g], two roundings
+#define MODE_TABLE 2   // scale * table[g / groups_per_table][q]
+
+struct Params {
+    uint64_t n;
+    uint32_t bits;
+    uint32_t group_len;
+    uint32_t mode;
+    uint32_t table_len;
+    uint32_t groups_per_table;
+    uint32_t cols; // 0: no input scales
+};
+
+template <typename T, typename I, typename F>
+__device__ __forceinline__ void decode_octets(const uint8_t *__restrict__ codes,
+                                              const float *__restrict__ scales,
+                                              const int32_t *__restrict__ zeros,
+                                              const float *__restrict__ aux,
+                                              const float *__restrict__ in_scales,
+                                              const Params &p, T *__restrict__ out, F convert) {
+    const I n = (I)p.n;
+    const I octets = (n + 7) / 8;
+    const I stride = (I)gridDim.x * blockDim.x;
+    const uint32_t mask = (1u << p.bits) - 1u;
+    for (I o = (I)blockIdx.x * blockDim.x + threadIdx.x; o < octets; o += stride) {
+        const I i0 = o * 8;
+        const uint32_t count = (uint32_t)min((I)8, n - i0);
+        const uint32_t nbytes = (count * p.bits + 7) / 8;
+        const uint8_t *src = codes + (uint64_t)o * p.bits;
+        uint64_t word = 0;
+        for (uint32_t b = 0; b < nbytes; ++b) {
+            word |= ((uint64_t)src[b]) << (8 * b);
+        }
+        I g = i0 / p.group_len;
+        I group_end = (g + 1) * (I)p.group_len;
+        I col = p.cols ? i0 % p.cols : 0;
+        // The octet's values, stored with 16-byte writes when it is whole (i0 is a multiple
+        // of 8, so `out + i0` is 16-byte aligned for 2-byte and 32-byte for 4-byte types).
+        union {
+            T v[8];
+            uint4 u[sizeof(T) / 2];
+        } buf;
+        for (uint32_t k = 0; k < count; ++k) {
+            const I i = i0 + k;
+            if (i == group_end) {
+                ++g;
+                group_end += p.group_len;
+            }
+            const uint32_t c = (uint32_t)(word >> (k * p.bits)) & mask;
+            const float scale = scales[g];
+            float v;
+            if (p.mode == MODE_UNIFORM) {
+                v = __fmul_rn((float)((int32_t)c - zeros[g]), scale);
+            } else if (p.mode == MODE_AFFINE) {
+                v = __fadd_rn(__fmul_rn((float)c, scale), aux[g]);
+            } else {
+                const I t = g / p.groups_per_table;
+                v = __fmul_rn(scale, aux[(uint64_t)t * p.table_len + c]);
+            }
+            if (p.cols != 0) {
+                v = __fdiv_rn(v, in_scales[col]);
+                col = col + 1 == p.cols ? 0 : col + 1;
+            }
+            buf.v[k] = convert(v);
+        }
+        if (count == 8) {
+            uint4 *dst = reinterpret_cast<uint4 *>(out + i0);
+#pragma unroll
+            for (uint32_t w = 0; w < sizeof(T) / 2; ++w) {
+                dst[w] = buf.u[w];
+            }
+        } else {
+            for (uint32_t k = 0; k < count; ++k) {
+                out[i0 + k] = buf.v[k];
+            }
+        }
+    }
+}
+
+#define DEQUANT_KERNEL(NAME, T, CONVERT)                                                        \
+    extern "C" __global__ void NAME(const uint8_t *__restrict__ codes,                          \
+                                    const float *__restrict__ scales,                           \
+                                    const int32_t *__restrict__ zeros,                          \
+                                    const float *__restrict__ aux,                              \
+                                    const float *__restrict__ in_scales, Params p,              \
+                                    T *__restrict__ out) {                                      \
+        auto convert = [](float v) { return CONVERT(v); };                                      \
+        if (p.n < (1ull << 31)) {                                                               \
+            decode_octets<T, uint32_t>(codes, scales, zeros, aux, in_scales, p, out, convert);  \
+        } else {                                                                                \
+            decode_octets<T, uint64_t>(codes, scales, zeros, aux, in_scales, p, out, convert);  \
+        }                                                                                       \
+    }
+
+__device__ __forceinline__ float identity(float v) { return v; }
+
+DEQUANT_KERNEL(ql_dequantize_f32, float, identity)
+DEQUANT_KERNEL(ql_dequantize_f16, __half, __float2half_rn)
+DEQUANT_KERNEL(ql_dequantize_bf16, __nv_bfloat16, __float2bfloat16_rn)

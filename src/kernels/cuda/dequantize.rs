@@ -1,0 +1,209 @@
+//! Dequantization on a CUDA device, for every [`QuantFormat`]: the packed codes are uploaded
+//! once and decoded on the device, one thread per eight codes (`dequantize.cu`).
+//!
+//! The per-group parameters are the very vectors the CPU decoder uses (f32 scales, integer zero
+//! points, affine offsets, unit-level tables), so both backends evaluate the same expression on
+//! the same inputs.
+
+use candle_core::cuda_backend::WrapErr;
+use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+
+use crate::error::{Error, Result};
+use crate::kernels::Domain;
+use crate::quant::{QuantFormat, QuantizedTensor};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dequantize.ptx"));
+/// Name under which Candle caches the loaded module per device.
+const MODULE: &str = "quantlens_dequantize";
+const BLOCK: u32 = 256;
+/// Enough blocks to fill any current GPU; the kernel strides over the rest.
+const MAX_BLOCKS: usize = 1 << 16;
+
+/// How a code becomes a value; must match the `MODE_*` constants in `dequantize.cu`.
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum Mode {
+    Uniform = 0,
+    Affine = 1,
+    Table = 2,
+}
+
+/// Kernel parameters, passed by value; layout mirrors `struct Params` in `dequantize.cu`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    n: u64,
+    bits: u32,
+    group_len: u32,
+    mode: u32,
+    table_len: u32,
+    groups_per_table: u32,
+    /// Columns of the input scales, 0 when there are none.
+    cols: u32,
+}
+
+// SAFETY: `Params` is `repr(C)`, `Copy`, and holds only plain integers, matching the C struct.
+unsafe impl DeviceRepr for Params {}
+
+/// The decode of one tensor, applied to its packed codes (a u8 tensor on the device).
+struct DecodeOp {
+    params: Params,
+    scales: Vec<f32>,
+    zeros: Vec<i32>,
+    /// Affine offsets per group, or the unit-level tables, or one unused element.
+    aux: Vec<f32>,
+    /// Input scales per column, or one unused element.
+    in_scales: Vec<f32>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::InconsistentParts(format!("{what} {v} exceeds u32")))
+}
+
+impl DecodeOp {
+    fn new(q: &QuantizedTensor, dtype: DType, domain: Domain) -> Result<Self> {
+        let groups = q.num_groups();
+        // (mode, zero points, aux, table length, groups per table)
+        let unit_table = |t: Vec<f32>| (Mode::Table, vec![0], t.len(), t, groups);
+        let (mode, zeros, table_len, aux, groups_per_table) = match q.format() {
+            QuantFormat::Uniform { .. } => {
+                let zeros = match q.zeros() {
+                    Some(z) => z.unpack().into_iter().map(i32::from).collect(),
+                    None => vec![q.zero_point(0).unwrap_or(0); groups],
+                };
+                (Mode::Uniform, zeros, 1, vec![0.0], 1)
+            }
+            QuantFormat::Affine { .. } => {
+                let offsets = q
+                    .offsets()
+                    .ok_or_else(|| {
+                        Error::InconsistentParts("affine tensor without offsets".into())
+                    })?
+                    .to_f32_vec();
+                (Mode::Affine, vec![0], 1, offsets, 1)
+            }
+            QuantFormat::Sign => unit_table(vec![-1.0, 1.0]),
+            // Code 3 is rejected by `QuantizedTensor::assemble`.
+            QuantFormat::Ternary => unit_table(vec![-1.0, 0.0, 1.0, 0.0]),
+            QuantFormat::Float(f) => unit_table(f.value_table()),
+            QuantFormat::Codebook { .. } => {
+                let cb = q.codebook().ok_or_else(|| {
+                    Error::InconsistentParts("codebook tensor without a codebook".into())
+                })?;
+                (
+                    Mode::Table,
+                    vec![0],
+                    cb.table_len(),
+                    cb.levels().to_vec(),
+                    groups / cb.tables(),
+                )
+            }
+        };
+        let (in_scales, cols) = match (domain, q.input_scales()) {
+            (Domain::Effective, Some(s)) => (s.to_f32_vec(), s.len()),
+            _ => (vec![0f32], 0),
+        };
+        Ok(DecodeOp {
+            params: Params {
+                n: q.numel() as u64,
+                bits: u32::from(q.format().code_bits()),
+                group_len: u32_of(q.group_len(), "group length")?,
+                mode: mode as u32,
+                table_len: u32_of(table_len, "table length")?,
+                groups_per_table: u32_of(groups_per_table, "groups per table")?,
+                cols: u32_of(cols, "input-scale columns")?,
+            },
+            scales: q.scales().to_f32_vec(),
+            zeros,
+            aux,
+            in_scales,
+            shape: q.shape().to_vec(),
+            dtype,
+        })
+    }
+
+    fn launch<T>(
+        &self,
+        kernel: &str,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<CudaStorage>
+    where
+        T: candle_core::cuda_backend::CudaDType + DeviceRepr,
+    {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("packed codes must be contiguous".into()))?;
+        let dev = &storage.device;
+        let codes = storage.as_cuda_slice::<u8>()?.slice(start..end);
+        let scales = dev.clone_htod(&self.scales)?;
+        let zeros = dev.clone_htod(&self.zeros)?;
+        let aux = dev.clone_htod(&self.aux)?;
+        let in_scales = dev.clone_htod(&self.in_scales)?;
+        let n = self.params.n as usize;
+        // SAFETY: the kernel writes every one of the `n` elements before anyone reads them.
+        let mut out = unsafe { dev.alloc::<T>(n) }?;
+        let func = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
+        // One thread per octet of eight codes.
+        let blocks = n.div_ceil(8).div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = func.builder();
+        b.arg(&codes)
+            .arg(&scales)
+            .arg(&zeros)
+            .arg(&aux)
+            .arg(&in_scales)
+            .arg(&self.params)
+            .arg(&mut out);
+        // SAFETY: argument types and order match the kernel signature in `dequantize.cu`;
+        // every index the kernel reads is within the buffers checked by `QuantizedTensor`.
+        unsafe { b.launch(cfg) }.w()?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    }
+}
+
+impl CustomOp1 for DecodeOp {
+    fn name(&self) -> &'static str {
+        "quantlens-dequantize"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        // Never reached: `dequantize` applies this op only to codes on a CUDA device.
+        candle_core::bail!("quantlens-dequantize runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let out = match self.dtype {
+            DType::F32 => self.launch::<f32>("ql_dequantize_f32", storage, layout)?,
+            DType::F16 => self.launch::<half::f16>("ql_dequantize_f16", storage, layout)?,
+            DType::BF16 => self.launch::<half::bf16>("ql_dequantize_bf16", storage, layout)?,
+            other => candle_core::bail!("quantlens-dequantize: unsupported dtype {other:?}"),
+        };
+        Ok((out, Shape::from(self.shape.clone())))
+    }
+}
+
+/// Decode `q` into a `dtype` (f32, f16 or bf16, checked by the caller) tensor on the CUDA
+/// device `device`.
+pub(crate) fn dequantize(
+    q: &QuantizedTensor,
+    device: &Device,
+    dtype: DType,
+    domain: Domain,
+) -> Result<Tensor> {
+    let op = DecodeOp::new(q, dtype, domain)?;
+    let bytes = q.codes().bytes();
+    let codes = Tensor::from_slice(bytes, bytes.len(), device)?;
+    Ok(codes.apply_op1_no_bwd(&op)?)
+}
