@@ -251,3 +251,62 @@ fn simulated_release_pairs_recover_the_true_advantage() {
     );
     assert!(est.advantage > 0.0);
 }
+
+#[test]
+fn library_game_matches_the_reference_quadrature_and_simulation() {
+    use quantlens::mis::{QuantizedMean, normal_cdf};
+    for x in [-7.5, -3.0, -1.0, 0.0, 0.3, 2.0, 6.0] {
+        let reference = phi_cdf(x);
+        assert!(
+            (normal_cdf(x) - reference).abs() <= 1e-14 * reference.max(1e-300) + 1e-16,
+            "Φ({x}) = {} vs {reference}",
+            normal_cdf(x)
+        );
+    }
+    for (n, h, offset) in [
+        (10, 0.5, 0.0),
+        (50, 0.6, -0.3),
+        (200, 0.25, -0.05),
+        (30, 0.05, -0.025),
+    ] {
+        let game = QuantizedMean::new(n, h, offset).unwrap();
+        let (lib, reference) = (game.true_advantage(), true_advantage(n, h, offset));
+        assert!(
+            (lib - reference).abs() < 1e-9,
+            "n {n} h {h}: {lib} vs {reference}"
+        );
+    }
+    // Simulated rounds: the joint plug-in TV brackets the truth (n = 10, boundary regime).
+    let game = QuantizedMean::new(10, 0.5, 0.0).unwrap();
+    let rounds = game.simulate(100_000, 5);
+    assert_eq!(rounds, game.simulate(100_000, 5));
+    let lowest = rounds
+        .members
+        .iter()
+        .chain(&rounds.non_members)
+        .map(|p| p.0)
+        .min()
+        .unwrap();
+    let idx = |v: &[(i64, f64)]| -> Vec<(u32, f64)> {
+        v.iter().map(|&(k, z)| ((k - lowest) as u32, z)).collect()
+    };
+    let tv = SmoothedTv::new()
+        .with_bootstrap(Bootstrap::new(200, 0.95, 7).unwrap())
+        .joint_histogram(&idx(&rounds.members), &idx(&rounds.non_members))
+        .unwrap();
+    let delta = game.true_advantage();
+    assert!(
+        tv.ci.lower <= delta && delta <= tv.ci.upper,
+        "{delta} vs {:?}",
+        tv.ci
+    );
+    // Indicator losses: the selected cell holds 0, competitors are its neighbours.
+    let (sel, comps) = game.indicator_losses(&[0.1]);
+    assert!((sel[0] - (0.25 - 0.1f64).powi(2)).abs() < 1e-12);
+    assert_eq!(comps.len(), 2);
+    // Bad settings are errors.
+    assert!(QuantizedMean::new(1, 0.5, 0.0).is_err());
+    assert!(QuantizedMean::new(10, 0.0, 0.0).is_err());
+    assert!(QuantizedMean::new(10, f64::NAN, 0.0).is_err());
+    assert!(QuantizedMean::new(10, 0.5, f64::INFINITY).is_err());
+}

@@ -21,6 +21,7 @@
 //! | likelihood-ratio attack (online / offline) | [`Lira`] | `lira.rs` |
 //! | pairwise likelihood-ratio attack | [`Rmia`] | `rmia.rs` |
 //! | **experimental** quantized-model MIS indicator | [`MisIndicator`] | `indicator.rs` |
+//! | a game with known true MIS: the quantized mean | [`QuantizedMean`] | `synthetic.rs` |
 //!
 //! ```
 //! use quantlens::MembershipSample;
@@ -54,6 +55,7 @@ mod roc;
 mod sample;
 mod slice;
 pub(crate) mod special;
+mod synthetic;
 mod threshold;
 mod tv;
 
@@ -73,6 +75,7 @@ pub use roc::{OperatingPoint, Roc};
 pub use sample::MembershipSample;
 pub(crate) use sample::check_scores;
 pub use slice::{GroupSize, SlicedScores};
+pub use synthetic::{GameRounds, QuantizedMean, normal_cdf};
 pub use threshold::{AdvantageCi, LossThreshold};
 pub use tv::{SmoothedTv, TvEstimate};
 
