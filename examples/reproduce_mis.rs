@@ -329,9 +329,7 @@ fn synthetic(o: &Options) -> anyhow::Result<String> {
     for (what, rho, (lo, hi)) in rows {
         md += &format!("| {what} | {rho:.3} | [{lo:.3}, {hi:.3}] |\n");
     }
-    md += &format!(
-        "\nRankings (1 = most private):\n\n| grid | true | indicator | attack |\n|---|---|---|---|\n"
-    );
+    md += "\nRankings (1 = most private):\n\n| grid | true | indicator | attack |\n|---|---|---|---|\n";
     let (rt, ri, ra) = (ranks(&truth), ranks(&rates), ranks(&attack));
     for (i, g) in grids.iter().enumerate() {
         md += &format!("| {} | {} | {} | {} |\n", g.label, rt[i], ri[i], ra[i]);
@@ -406,6 +404,9 @@ fn quantizers() -> anyhow::Result<Vec<Box<dyn Quantizer>>> {
     ])
 }
 
+/// Held-out losses of a selected model and of its competitors.
+type IndicatorLosses = (Vec<f64>, Vec<Vec<f64>>);
+
 /// Per-sample cross-entropy of `model` on `(x, y)`.
 fn losses(model: &Mlp, x: &Tensor, y: &Tensor) -> anyhow::Result<Vec<f64>> {
     let logits = model.forward(x)?;
@@ -430,7 +431,7 @@ fn indicator_losses(
     fp: &Mlp,
     q: &dyn Quantizer,
     data: &AuditData,
-) -> anyhow::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+) -> anyhow::Result<IndicatorLosses> {
     let (x, y) = data.non_members()?;
     let selected = quantized(fp, q, data)?;
     let mut competitors = Vec::new();
@@ -487,7 +488,7 @@ fn molecular(o: &Options) -> anyhow::Result<()> {
     let schemes: Vec<String> = std::iter::once(quantlens::audit::FULL_PRECISION.to_string())
         .chain(qs.iter().map(|q| q.name()))
         .collect();
-    let mut held_out: Vec<Vec<(Vec<f64>, Vec<Vec<f64>>)>> = Vec::new(); // [training][scheme]
+    let mut held_out: Vec<Vec<IndicatorLosses>> = Vec::new(); // [training][scheme]
     for (d, fp) in datas.iter().zip(&models) {
         let (x, y) = d.non_members()?;
         let fp_losses = losses(fp, x, y)?;
