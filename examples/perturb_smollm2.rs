@@ -13,8 +13,11 @@ use quantlens::model::{
     LayerFilter, Llama, PerplexityConfig, SequentialQuantization, StoreAs, perplexity,
 };
 use quantlens::perturb::{Clip, Noise, perturb_weights};
-use quantlens::text::{TextCorpus, Tokenizer, token_stream};
+use quantlens::text::Tokenizer;
 use quantlens::{Perturbation, QuantSpec, Quantizer, UniformQuantizer};
+
+#[path = "support/smollm2.rs"]
+mod support;
 
 const SEED: u64 = 20261125;
 
@@ -24,12 +27,7 @@ fn main() -> quantlens::Result<()> {
     let dev = Device::Cpu;
     let model = Llama::smollm2(&dev)?;
     let tok = Tokenizer::smollm2()?;
-    let corpus = TextCorpus::python_docs()?.shuffled(SEED);
-    let (eval_docs, _) = corpus.split_by_document(0.5, SEED)?;
-    let tokens: Vec<u32> = token_stream(&eval_docs.shuffled(SEED), &tok, tok.eos_id())?
-        .into_iter()
-        .take(n_eval * seq_len)
-        .collect();
+    let tokens = support::text_split(&tok, SEED, n_eval, seq_len, 0)?.eval_tokens;
     let config = PerplexityConfig::new(seq_len, seq_len).batch(4);
     let reference = perplexity(&model, &tokens, config)?;
     println!(

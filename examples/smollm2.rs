@@ -18,10 +18,13 @@ use quantlens::model::{
     CalibrationMode, GenerateConfig, Llama, PerplexityConfig, QuantizableModel, Sampling,
     SequentialQuantization, StoreAs, perplexity,
 };
-use quantlens::text::{TextCorpus, TokenWindows, Tokenizer, token_stream};
+use quantlens::text::Tokenizer;
 use quantlens::{GptqQuantizer, QuantSpec, Quantizer, UniformQuantizer};
 
 /// Seed of the document order (evaluation and calibration documents are disjoint halves).
+#[path = "support/smollm2.rs"]
+mod support;
+
 const DOC_SEED: u64 = 20261125;
 
 fn main() -> quantlens::Result<()> {
@@ -41,24 +44,10 @@ fn main() -> quantlens::Result<()> {
     );
 
     // Evaluation and calibration text: disjoint halves of a seeded document order.
-    let corpus = TextCorpus::python_docs()?.shuffled(DOC_SEED);
-    let (eval_docs, calib_docs) = corpus.split_by_document(0.5, DOC_SEED)?;
-    let eos = tok.eos_id();
-    let eval_stream = token_stream(&eval_docs.shuffled(DOC_SEED), &tok, eos)?;
-    let eval_tokens: Vec<u32> = eval_stream.into_iter().take(n_eval * seq_len).collect();
-    let calib_stream = token_stream(&calib_docs, &tok, eos)?;
-    let calib = TokenWindows::non_overlapping(seq_len)?.sample_tensor(
-        &calib_stream,
-        n_calib,
-        DOC_SEED,
-        &dev,
-    )?;
-    // Calibration forward passes in batches of 4 sequences (logits of 32 × 512 tokens over a
-    // 49,152-token vocabulary alone would take 3.2 GB).
-    let calib_batches: Vec<_> = (0..n_calib)
-        .step_by(4)
-        .map(|s| calib.narrow(0, s, 4.min(n_calib - s)))
-        .collect::<candle_core::Result<_>>()?;
+    let support::TextSplit {
+        eval_tokens,
+        calibration: calib_batches,
+    } = support::text_split(&tok, DOC_SEED, n_eval, seq_len, n_calib)?;
     let ppl_config = PerplexityConfig::new(seq_len, seq_len).batch(4);
 
     let prompt = "<|im_start|>user\nWhat is the capital of France, and why is it famous?<|im_end|>\n<|im_start|>assistant\n";

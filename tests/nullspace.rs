@@ -312,3 +312,49 @@ fn a_shared_cache_computes_each_basis_once_and_changes_nothing() {
     // Two calibrations, one rank cut: two bases, whatever the bit widths.
     assert_eq!(cache.len(), 2);
 }
+
+#[test]
+fn refining_a_base_result_equals_quantizing_with_the_wrapper() {
+    let mut rng = TestRng::new(11);
+    let (rows, d, k, n) = (8, 32, 6, 100);
+    let basis = matrix(k, d, &mut rng);
+    let x = inputs(n, d, &basis, k, 0.01, &mut rng);
+    let wt = tensor(&matrix(rows, d, &mut rng), rows, d);
+    let calib = calibration(&x, n, d);
+    let base = UniformQuantizer::new(QuantSpec::int3().per_group(16).asymmetric()).unwrap();
+    for refiner in [
+        NullSpaceRefine::new(base.clone()),
+        NullSpaceRefine::new(base.clone()).keep_all_rows(),
+        NullSpaceRefine::new(base.clone())
+            .rule(RescaleRule::OutputOptimal)
+            .unwrap(),
+    ] {
+        let whole = refiner.quantize(&wt, Some(&calib)).unwrap();
+        let refined = refiner
+            .refine(&wt, base.quantize(&wt, Some(&calib)).unwrap(), &calib)
+            .unwrap();
+        assert_eq!(
+            values(&whole.dequantize(&Device::Cpu).unwrap()),
+            values(&refined.dequantize(&Device::Cpu).unwrap())
+        );
+        assert_ne!(
+            values(&refined.dequantize(&Device::Cpu).unwrap()),
+            values(&base.fake_quantize(&wt, None).unwrap()),
+            "the refinement changed nothing"
+        );
+    }
+    // A base result of another shape, or a calibration of another width, is an error.
+    let other = tensor(&matrix(rows, 16, &mut rng), rows, 16);
+    let q_other = base.quantize(&other, None).unwrap();
+    let refiner = NullSpaceRefine::new(base.clone());
+    assert!(matches!(
+        refiner.refine(&wt, q_other, &calib),
+        Err(Error::ShapeMismatch(_))
+    ));
+    let narrow = calibration(&x[..n * 16].to_vec(), n, 16);
+    assert!(
+        refiner
+            .refine(&wt, base.quantize(&wt, None).unwrap(), &narrow)
+            .is_err()
+    );
+}

@@ -288,6 +288,31 @@ impl<Q: Quantizer> Quantizer for NullSpaceRefine<Q> {
             reason: format!("{} needs the layer's calibration statistics", self.name()),
         })?;
         let qt = self.base.quantize(weight, Some(calib))?;
+        self.refine(weight, qt, calib)
+    }
+}
+
+impl<Q: Quantizer> NullSpaceRefine<Q> {
+    /// The refinement step alone, on `qt`, the base quantizer's result for `weight`: what
+    /// [`quantize`](Quantizer::quantize) does after running the base. For a weight already
+    /// quantized by an expensive base (GPTQ, AWQ), this adds Q2N without quantizing again;
+    /// `refine(w, base.quantize(w, c)?, c)` equals `quantize(w, c)` bit for bit.
+    ///
+    /// Errors: `qt` not `[out, in]` of `weight`'s shape, a calibration of another width, or
+    /// scale groups that straddle rows.
+    pub fn refine(
+        &self,
+        weight: &Tensor,
+        qt: QuantizedTensor,
+        calib: &Calibration,
+    ) -> Result<QuantizedTensor> {
+        if qt.shape() != weight.dims() {
+            return Err(Error::ShapeMismatch(format!(
+                "quantized tensor of shape {:?} for a weight of shape {:?}",
+                qt.shape(),
+                weight.dims()
+            )));
+        }
         let (rows, d) = match qt.shape() {
             [r, c] => (*r, *c),
             s => {
