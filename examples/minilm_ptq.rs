@@ -24,17 +24,17 @@ use quantlens::model::{
 };
 use quantlens::quant::output_error::relative_layer_output_error;
 use quantlens::quant::{NullSpaceCache, NullSpaceRefine};
-use quantlens::text::{TextCorpus, TokenWindows, Tokenizer, token_stream};
+use quantlens::text::{TextCorpus, Tokenizer};
 use quantlens::{
     AwqQuantizer, Calibration, GptqQuantizer, QuantSpec, QuantizedTensor, Quantizer,
     SmoothQuantizer, UniformQuantizer,
 };
 use rayon::prelude::*;
 
-/// Tokens per sequence, `[CLS]` and `[SEP]` included.
-const SEQ_LEN: usize = 128;
-/// Sequences per forward pass.
-const BATCH: usize = 16;
+#[path = "support/minilm.rs"]
+mod support;
+use support::{BATCH, SEQ_LEN, embeddings, sequences};
+
 /// Seed of the document split between calibration and held-out text.
 const SPLIT_SEED: u64 = 20261125;
 
@@ -98,32 +98,6 @@ fn schemes(bits: u8, cache: &NullSpaceCache) -> quantlens::Result<Vec<Scheme>> {
     Ok(out)
 }
 
-/// `n` sequences `[n, SEQ_LEN]` framed by `[CLS] … [SEP]`, drawn at random (seeded) from the
-/// token stream of one side of the document split.
-fn sequences(corpus: &TextCorpus, tok: &Tokenizer, n: usize) -> quantlens::Result<Vec<Tensor>> {
-    let stream = token_stream(corpus, tok, None)?;
-    let windows = TokenWindows::non_overlapping(SEQ_LEN)?.framed(tok.bos_id(), tok.eos_id())?;
-    let all = windows.sample_tensor(&stream, n, SPLIT_SEED, &Device::Cpu)?;
-    let n = all.dim(0)?;
-    (0..n)
-        .step_by(BATCH)
-        .map(|s| Ok(all.narrow(0, s, BATCH.min(n - s))?))
-        .collect()
-}
-
-/// Sentence embeddings `[n, hidden]` of all batches.
-fn embeddings(
-    model: &BertEncoder,
-    batches: &[Tensor],
-    hooks: &mut dyn ForwardHook,
-) -> quantlens::Result<Tensor> {
-    let parts = batches
-        .iter()
-        .map(|b| model.forward_hooked(b, hooks))
-        .collect::<quantlens::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&parts, 0)?)
-}
-
 /// `‖Y − Ŷ‖ / ‖Y‖` over the held-out inputs of one layer, with the quantized layer's inputs
 /// quantized to int8 per token (after its smoothing division, as deployed).
 fn a8_error(w: &Tensor, q: &QuantizedTensor, inputs: &[Tensor]) -> quantlens::Result<f64> {
@@ -149,8 +123,8 @@ fn main() -> quantlens::Result<()> {
     let tok = Tokenizer::minilm()?;
     let corpus = TextCorpus::python_docs()?;
     let (calib_docs, heldout_docs) = corpus.split_by_document(0.5, SPLIT_SEED)?;
-    let calib_batches = sequences(&calib_docs, &tok, n_calib)?;
-    let heldout_batches = sequences(&heldout_docs, &tok, n_heldout)?;
+    let calib_batches = sequences(&calib_docs, &tok, n_calib, SPLIT_SEED)?;
+    let heldout_batches = sequences(&heldout_docs, &tok, n_heldout, SPLIT_SEED)?;
     println!(
         "all-MiniLM-L6-v2 (f32): {} linear layers; calibration {} x {SEQ_LEN} tokens from {} docs, held out {} x {SEQ_LEN} from {} other docs (split seed {SPLIT_SEED})",
         model.layer_names().len(),

@@ -27,7 +27,7 @@ fn main() -> quantlens::Result<()> {
     let dev = Device::Cpu;
     let model = Llama::smollm2(&dev)?;
     let tok = Tokenizer::smollm2()?;
-    let tokens = support::text_split(&tok, SEED, n_eval, seq_len, 0)?.eval_tokens;
+    let tokens = support::eval_tokens(&tok, SEED, n_eval, seq_len)?;
     let config = PerplexityConfig::new(seq_len, seq_len).batch(4);
     let reference = perplexity(&model, &tokens, config)?;
     println!(

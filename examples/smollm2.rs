@@ -44,10 +44,8 @@ fn main() -> quantlens::Result<()> {
     );
 
     // Evaluation and calibration text: disjoint halves of a seeded document order.
-    let support::TextSplit {
-        eval_tokens,
-        calibration: calib_batches,
-    } = support::text_split(&tok, DOC_SEED, n_eval, seq_len, n_calib)?;
+    let eval_tokens = support::eval_tokens(&tok, DOC_SEED, n_eval, seq_len)?;
+    let calib_batches = support::calibration_batches(&tok, DOC_SEED, n_calib, seq_len)?;
     let ppl_config = PerplexityConfig::new(seq_len, seq_len).batch(4);
 
     let prompt = "<|im_start|>user\nWhat is the capital of France, and why is it famous?<|im_end|>\n<|im_start|>assistant\n";

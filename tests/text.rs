@@ -196,3 +196,37 @@ fn corpus_refuses_bad_input() {
     );
     assert!(TextCorpus::from_dir("/nonexistent/quantlens", ".txt").is_err());
 }
+
+#[test]
+fn compact_vocabulary_keeps_the_most_frequent_ids() {
+    use proptest::prelude::*;
+    use quantlens::text::CompactVocabulary;
+    proptest!(ProptestConfig::with_cases(64), |(stream in proptest::collection::vec(0u32..40, 1..300), size in 2usize..20)| {
+        let vocab = CompactVocabulary::most_frequent(&stream, size).unwrap();
+        // Naive reference: count, order by (count desc, id asc), keep size − 1.
+        let mut counts = std::collections::BTreeMap::new();
+        for &id in &stream {
+            *counts.entry(id).or_insert(0usize) += 1;
+        }
+        let mut order: Vec<(u32, usize)> = counts.into_iter().collect();
+        order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let kept: Vec<u32> = order.iter().take(size - 1).map(|p| p.0).collect();
+        let encoded = vocab.encode(&stream);
+        for (&id, &c) in stream.iter().zip(&encoded) {
+            match kept.iter().position(|&k| k == id) {
+                Some(i) => prop_assert_eq!(c as usize, i),
+                None => prop_assert_eq!(c, (size - 1) as u32),
+            }
+        }
+        prop_assert!(encoded.iter().all(|&c| (c as usize) < size));
+        prop_assert_eq!(vocab.size(), size);
+        for (i, &k) in kept.iter().enumerate() {
+            prop_assert_eq!(vocab.original(i as u32), Some(k));
+        }
+        prop_assert_eq!(vocab.original((size - 1) as u32), None);
+        let covered = stream.iter().filter(|id| kept.contains(id)).count() as f64 / stream.len() as f64;
+        prop_assert!((vocab.coverage(&stream) - covered).abs() < 1e-12);
+    });
+    assert!(CompactVocabulary::most_frequent(&[1, 2], 1).is_err());
+    assert!(CompactVocabulary::most_frequent(&[], 8).is_err());
+}

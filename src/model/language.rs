@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::QuantizableModel;
+use crate::model::{ForwardHook, NoHooks, QuantizableModel};
 use crate::probe::{DEFAULT_IGNORE_INDEX, SequenceNll};
 
 /// Window, stride and batch size of [`perplexity`].
@@ -109,6 +109,33 @@ pub fn perplexity<M: QuantizableModel + ?Sized>(
     tokens: &[u32],
     config: PerplexityConfig,
 ) -> Result<Perplexity> {
+    perplexity_hooked(model, tokens, config, &mut NoHooks)
+}
+
+/// [`perplexity`] with `hooks` on every forward pass: quantized activations
+/// ([`QuantizeActivations`](crate::model::QuantizeActivations), the "A8" of W8A8) or
+/// activation noise ([`PerturbActivations`](crate::model::PerturbActivations)).
+///
+/// ```
+/// use candle_core::Device;
+/// use quantlens::model::{Llama, LlamaConfig, NoHooks, PerplexityConfig, QuantizeActivations};
+/// use quantlens::model::{perplexity, perplexity_hooked};
+///
+/// let model = Llama::new(LlamaConfig::tiny(40, 32, 2, 4, 2), 1, &Device::Cpu)?;
+/// let tokens: Vec<u32> = (0..30).map(|i| (i * 7 % 40) as u32).collect();
+/// let config = PerplexityConfig::new(16, 16);
+/// let plain = perplexity(&model, &tokens, config)?;
+/// assert_eq!(perplexity_hooked(&model, &tokens, config, &mut NoHooks)?, plain);
+/// let a8 = perplexity_hooked(&model, &tokens, config, &mut QuantizeActivations::per_token(8)?)?;
+/// assert!((a8.perplexity / plain.perplexity - 1.0).abs() < 0.05);
+/// # Ok::<(), quantlens::Error>(())
+/// ```
+pub fn perplexity_hooked<M: QuantizableModel + ?Sized>(
+    model: &M,
+    tokens: &[u32],
+    config: PerplexityConfig,
+    hooks: &mut dyn ForwardHook,
+) -> Result<Perplexity> {
     config.validate()?;
     if tokens.len() < 2 {
         return Err(Error::TooFewSamples {
@@ -131,12 +158,12 @@ pub fn perplexity<M: QuantizableModel + ?Sized>(
                 .first()
                 .is_some_and(|(p, _)| p.len() != inputs.len())
         {
-            acc.score(model, &probe, &pending, &device)?;
+            acc.score(model, &probe, &pending, &device, hooks)?;
             pending.clear();
         }
         pending.push((inputs, targets));
     }
-    acc.score(model, &probe, &pending, &device)?;
+    acc.score(model, &probe, &pending, &device, hooks)?;
     Ok(Perplexity {
         total_nll: acc.total_nll,
         tokens: acc.tokens,
@@ -189,6 +216,7 @@ impl Accumulator {
         probe: &SequenceNll,
         batch: &[(Vec<u32>, Vec<i64>)],
         device: &Device,
+        hooks: &mut dyn ForwardHook,
     ) -> Result<()> {
         let Some((first, _)) = batch.first() else {
             return Ok(());
@@ -196,7 +224,7 @@ impl Accumulator {
         let (b, t) = (batch.len(), first.len());
         let ids: Vec<u32> = batch.iter().flat_map(|(i, _)| i.iter().copied()).collect();
         let targets: Vec<i64> = batch.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-        let logits = model.forward(&Tensor::from_vec(ids, (b, t), device)?)?;
+        let logits = model.forward_hooked(&Tensor::from_vec(ids, (b, t), device)?, hooks)?;
         if logits.rank() != 3 || logits.dims()[..2] != [b, t] {
             return Err(Error::ShapeMismatch(format!(
                 "perplexity needs logits [{b}, {t}, vocab] for ids [{b}, {t}], got {:?}",

@@ -32,7 +32,7 @@ pub use eval::{Evaluation, evaluate, expected_calibration_error};
 pub use hooks::{
     CaptureInputs, ForwardHook, LayerFilter, NoHooks, PerturbActivations, QuantizeActivations,
 };
-pub use language::{Perplexity, PerplexityConfig, perplexity};
+pub use language::{Perplexity, PerplexityConfig, perplexity, perplexity_hooked};
 pub use linear::{LayerWeight, LinearLayer};
 pub use llama::{
     GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle, Sampling, SourceFormats,
