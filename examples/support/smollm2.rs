@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use quantlens::text::{TextCorpus, TokenWindows, Tokenizer, token_stream};
 
 /// The two halves of the Python docs, split by document with `seed`: (evaluation, calibration).
-fn halves(seed: u64) -> quantlens::Result<(TextCorpus, TextCorpus)> {
+pub fn halves(seed: u64) -> quantlens::Result<(TextCorpus, TextCorpus)> {
     TextCorpus::python_docs()?
         .shuffled(seed)
         .split_by_document(0.5, seed)
@@ -13,6 +13,7 @@ fn halves(seed: u64) -> quantlens::Result<(TextCorpus, TextCorpus)> {
 
 /// The first `n_eval · seq_len` tokens of the evaluation half (documents shuffled with the
 /// seed, each followed by end-of-sequence).
+#[allow(dead_code)] // not every example evaluates perplexity
 pub fn eval_tokens(
     tok: &Tokenizer,
     seed: u64,
