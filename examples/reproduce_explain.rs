@@ -125,7 +125,9 @@ fn orderings(title: &str, names: &[String], cols: &[Column]) -> anyhow::Result<S
     )?;
     for a in 0..cols.len() {
         for b in a + 1..cols.len() {
-            let tau = kendall_tau_b(&cols[a].1, &cols[b].1)?;
+            // Undefined when a metric ties every scheme (e.g. accuracy at 8 bits).
+            let tau = kendall_tau_b(&cols[a].1, &cols[b].1)
+                .map_or_else(|_| "– (constant)".to_string(), |t| format!("{t:.2}"));
             let mut flips = 0;
             let mut pairs = 0;
             for i in 0..names.len() {
@@ -142,7 +144,7 @@ fn orderings(title: &str, names: &[String], cols: &[Column]) -> anyhow::Result<S
             }
             writeln!(
                 md,
-                "| {} | {} | {tau:.2} | {flips} of {pairs} |",
+                "| {} | {} | {tau} | {flips} of {pairs} |",
                 cols[a].0, cols[b].0
             )?;
         }
@@ -308,7 +310,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
     let fp = probe(&model, &facts)?;
     let mut md = format!(
         "SmolLM2-135M-Instruct; {n_facts} cloze facts; GPTQ calibrated on 8 × 256 tokens of the Python docs (full-precision inputs).\n\n\
-         | scheme | exact match | mean log p(answer) | G×I Spearman | G×I top-3 Jaccard | neurons above fp's top-{TOP_NEURONS} threshold | quantize |\n\
+         | scheme | exact match | mean log p(answer) | G×I Spearman | G×I top-3 Jaccard | FFN neurons above fp's top-{TOP_NEURONS} threshold (÷ {TOP_NEURONS}) | quantize |\n\
          |---|---|---|---|---|---|---|\n| full precision | {:.3} | {:.3} | – | – | – | – |\n",
         fp.recall.exact_match, fp.recall.mean_log_prob
     );
@@ -317,7 +319,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
         ("log p(answer)", vec![]),
         ("G×I Spearman", vec![]),
         ("G×I top-3 Jaccard", vec![]),
-        ("neurons retained", vec![]),
+        ("neurons retained (−|r − 1|)", vec![]),
     ];
     for q in schemes(o.quick)? {
         let t = Instant::now();
@@ -353,7 +355,9 @@ fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
             p.recall.mean_log_prob,
             g.spearman,
             g.top_k_jaccard,
-            n.retained,
+            // Above 1 means more neurons clear the threshold than in full precision: also a
+            // departure from it.
+            -(n.retained - 1.0).abs(),
         ]) {
             c.1.push(v);
         }

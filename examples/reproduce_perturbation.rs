@@ -6,7 +6,7 @@
 //! `cargo run --release --example reproduce_perturbation [-- --quick] [--out DIR]`
 //!
 //! Two models: SmolLM2-135M (its Q4_1 checkpoint dequantized to f32, the reference) and a
-//! small decoder trained here (4 blocks of width 192) on one half of the Python docs,
+//! small decoder trained here (2 blocks of width 192) on one half of the Python docs,
 //! re-indexed to the 2,048 most frequent SmolLM2 tokens ([`CompactVocabulary`]). Perplexity on
 //! held-out documents for four groups of rows:
 //!
@@ -23,7 +23,7 @@
 //!    NF4, per channel and in groups of 64.
 //!
 //! Writes `DIR/` (default `reproductions/perturbation`) `smollm2.md` and `decoder.md`.
-//! `--quick` (CI): a width-64 decoder, a few hundred training windows, 512 evaluation tokens,
+//! `--quick` (CI): a one-block decoder, a few hundred training windows, 512 evaluation tokens,
 //! and only the first row of each group for SmolLM2.
 
 use std::fmt::Write as _;
@@ -325,9 +325,9 @@ fn train_decoder(
 ) -> anyhow::Result<(Llama, Vec<u32>, Vec<Tensor>, String)> {
     let dev = Device::Cpu;
     let (width, blocks, windows, epochs) = if o.quick {
-        (64, 2, 256, 1)
+        (192, 1, 256, 1)
     } else {
-        (192, 4, 2048, 3)
+        (192, 2, 1536, 2)
     };
     const CONTEXT: usize = 128;
     let (_, train_docs) = smollm2::halves(SEED)?;
