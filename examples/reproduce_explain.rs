@@ -207,7 +207,7 @@ fn digits(o: &Options, names: &mut Vec<String>) -> anyhow::Result<(String, Vec<C
         ("IG top-8 Jaccard", vec![]),
         ("G×I Spearman", vec![]),
         ("fp counterfactuals valid", vec![]),
-        ("own counterfactual size (−L1)", vec![]),
+        ("own counterfactual size: closeness to fp", vec![]),
     ];
     let fp_pred = fp.forward(&x_test)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let acc = |p: &[u32]| {
@@ -319,7 +319,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
         ("log p(answer)", vec![]),
         ("G×I Spearman", vec![]),
         ("G×I top-3 Jaccard", vec![]),
-        ("neurons retained (−|r − 1|)", vec![]),
+        ("neurons: closeness of the count to fp", vec![]),
     ];
     for q in schemes(o.quick)? {
         let t = Instant::now();
