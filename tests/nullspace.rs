@@ -351,7 +351,7 @@ fn refining_a_base_result_equals_quantizing_with_the_wrapper() {
         refiner.refine(&wt, q_other, &calib),
         Err(Error::ShapeMismatch(_))
     ));
-    let narrow = calibration(&x[..n * 16].to_vec(), n, 16);
+    let narrow = calibration(&x[..n * 16], n, 16);
     assert!(
         refiner
             .refine(&wt, base.quantize(&wt, None).unwrap(), &narrow)
