@@ -1,0 +1,289 @@
+// Fused dequantize-matmul y = x · Wᵀ for uniform 4-bit weights W [n, k] (packed codes, one f32
+// scale and one zero point per group of `group_len` codes along k, group_len a multiple of 32)
+// and activations x [m, k] in f32/f16/bf16; y [m, n] in the activations' dtype.
+//
+// * `ql_gemv_u4_*_m<M>` (decode, M = 1..8 tokens): each warp owns ROWS weight rows; each lane
+//   streams one 32-code chunk per row per step (a 16-byte load), decodes it once to exact
+//   (q - z) floats and reuses them for all M tokens; the scale is applied once per chunk.
+//   f32 accumulation, one warp reduction at the end. The weight is read exactly once.
+// * `ql_mm_u4_*` (larger batches, f16/bf16 only): block tiles of the output; each step loads a
+//   [BM, 64] tile of x and dequantizes a [BN, 64] tile of W to the activation dtype in shared
+//   memory (the same values `dequantize` produces), then multiplies with tensor cores (WMMA
+//   16x16x16, f32 accumulators). No cp.async pipelining yet.
+#include <mma.h>
+
+#include "int4.cuh"
+
+struct MatmulDims {
+    uint32_t m;                // tokens
+    uint32_t n;                // weight rows = output features
+    uint32_t k;                // input features, a multiple of 32
+    uint32_t chunks_per_group; // group_len / 32
+};
+
+// 16-byte view of activations: 8 halves or 4 floats.
+template <typename T> struct QlVec {
+    static constexpr int PER16 = 16 / sizeof(T);
+};
+
+// Load 32 consecutive activations (one chunk) as f32.
+template <typename T>
+__device__ __forceinline__ void ql_load_chunk(const T *__restrict__ src, float out[32]) {
+    const uint4 *p = reinterpret_cast<const uint4 *>(src);
+    constexpr int PER = QlVec<T>::PER16;
+#pragma unroll
+    for (int v = 0; v < 32 / PER; ++v) {
+        union {
+            uint4 u;
+            T t[PER];
+        } b;
+        b.u = __ldg(p + v);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+            out[v * PER + e] = ql_to_f32(b.t[e]);
+        }
+    }
+}
+
+#define GEMV_ROWS 2
+#define GEMV_WARPS 8
+
+template <typename T, int M, bool ASYM>
+__device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__restrict__ codes,
+                                        const float *__restrict__ scales,
+                                        const uint8_t *__restrict__ zeros, int32_t zero,
+                                        MatmulDims d, T *__restrict__ y) {
+    const uint32_t lane = threadIdx.x & 31u;
+    const uint32_t warp = threadIdx.x >> 5;
+    const uint32_t row0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_ROWS;
+    if (row0 >= d.n) {
+        return;
+    }
+    const uint32_t kc = d.k >> 5;                   // chunks per row
+    const uint32_t gpr = kc / d.chunks_per_group;   // groups per row
+    float acc[M][GEMV_ROWS];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) {
+            acc[m][r] = 0.0f;
+        }
+    }
+    for (uint32_t c = lane; c < kc; c += 32) {
+        const uint32_t g = c / d.chunks_per_group;
+        float wq[GEMV_ROWS][32];
+        float scale[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) {
+            // Rows past the end repeat the last row; their sums are never written.
+            const uint32_t row = min(row0 + r, d.n - 1);
+            const uint4 w = __ldg(codes + (uint64_t)row * kc + c);
+            const uint64_t gi = (uint64_t)row * gpr + g;
+            scale[r] = scales[gi];
+            const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[gi] : zero);
+            ql_decode8(w.x, magic, &wq[r][0]);
+            ql_decode8(w.y, magic, &wq[r][8]);
+            ql_decode8(w.z, magic, &wq[r][16]);
+            ql_decode8(w.w, magic, &wq[r][24]);
+        }
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            float xv[32];
+            ql_load_chunk<T>(x + (uint64_t)m * d.k + (uint64_t)c * 32, xv);
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; ++r) {
+                float part = 0.0f;
+#pragma unroll
+                for (int e = 0; e < 32; ++e) {
+                    part = fmaf(xv[e], wq[r][e], part);
+                }
+                acc[m][r] = fmaf(scale[r], part, acc[m][r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; ++r) {
+            float v = acc[m][r];
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) {
+                v += __shfl_xor_sync(0xffffffffu, v, off);
+            }
+            if (lane == (uint32_t)(m * GEMV_ROWS + r) % 32u && row0 + r < d.n) {
+                y[(uint64_t)m * d.n + row0 + r] = ql_from_f32(v, (T *)nullptr);
+            }
+        }
+    }
+}
+
+#define GEMV_KERNEL(NAME, T, M)                                                                 \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)                               \
+        NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
+             const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
+             int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \
+        if (zeros) {                                                                            \
+            gemv_u4<T, M, true>(x, codes, scales, zeros, zero, d, y);                           \
+        } else {                                                                                \
+            gemv_u4<T, M, false>(x, codes, scales, zeros, zero, d, y);                          \
+        }                                                                                       \
+    }
+
+#define GEMV_KERNELS(SUFFIX, T)                                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m1, T, 1)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m2, T, 2)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m3, T, 3)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m4, T, 4)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m5, T, 5)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m6, T, 6)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m7, T, 7)                                                 \
+    GEMV_KERNEL(ql_gemv_u4_##SUFFIX##_m8, T, 8)
+
+GEMV_KERNELS(f32, float)
+GEMV_KERNELS(f16, __half)
+GEMV_KERNELS(bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------------------------------------
+// Tiled tensor-core kernel. WM x WN warps, each computing FM x FN fragments of 16x16.
+#define MM_BK 64
+#define MM_PAD 8 // halves of padding per shared row: rows 144 bytes apart, 16-byte aligned
+
+template <typename T, int WM, int WN, int FM, int FN>
+__device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__restrict__ codes,
+                                      const float *__restrict__ scales,
+                                      const uint8_t *__restrict__ zeros, int32_t zero,
+                                      MatmulDims d, T *__restrict__ y) {
+    using namespace nvcuda;
+    constexpr int BM = WM * FM * 16;
+    constexpr int BN = WN * FN * 16;
+    constexpr int THREADS = WM * WN * 32;
+    constexpr int LD = MM_BK + MM_PAD;
+    constexpr int LDC = BN + 4;
+    constexpr int TILE_BYTES = (BM + BN) * LD * (int)sizeof(T);
+    constexpr int C_BYTES = BM * LDC * (int)sizeof(float);
+    __shared__ __align__(32) unsigned char smem[TILE_BYTES > C_BYTES ? TILE_BYTES : C_BYTES];
+    T *xs = reinterpret_cast<T *>(smem);
+    T *ws = xs + BM * LD;
+    float *cs = reinterpret_cast<float *>(smem);
+
+    const uint32_t m0 = blockIdx.y * BM;
+    const uint32_t n0 = blockIdx.x * BN;
+    const uint32_t kc = d.k >> 5;
+    const uint32_t gpr = kc / d.chunks_per_group;
+    const int warp = threadIdx.x >> 5;
+    const int wm = warp / WN;
+    const int wn = warp % WN;
+    typedef typename QlPair<T>::type P;
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[FM][FN];
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+            wmma::fill_fragment(acc[i][j], 0.0f);
+        }
+    }
+
+    for (uint32_t k0 = 0; k0 < d.k; k0 += MM_BK) {
+        // x tile: BM rows x 64 values = 8 uint4 per row; zeros past the edges.
+        for (int idx = threadIdx.x; idx < BM * 8; idx += THREADS) {
+            const int r = idx >> 3, q = idx & 7;
+            const uint32_t kk = k0 + q * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (m0 + r < d.m && kk < d.k) {
+                v = __ldg(reinterpret_cast<const uint4 *>(x + (uint64_t)(m0 + r) * d.k + kk));
+            }
+            *reinterpret_cast<uint4 *>(xs + r * LD + q * 8) = v;
+        }
+        // W tile: BN rows x 2 chunks, dequantized exactly as `dequantize` does.
+        for (int idx = threadIdx.x; idx < BN * 2; idx += THREADS) {
+            const int r = idx >> 1, h = idx & 1;
+            const uint32_t c = (k0 >> 5) + h;
+            union {
+                P p[16];
+                uint4 u[4];
+            } buf;
+            if (n0 + r < d.n && c < kc) {
+                const uint32_t row = n0 + r;
+                const uint4 w = __ldg(codes + (uint64_t)row * kc + c);
+                const uint64_t gi = (uint64_t)row * gpr + c / d.chunks_per_group;
+                const float scale = scales[gi];
+                const float magic = QL_MAGIC + (float)(zeros ? (int32_t)zeros[gi] : zero);
+                const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    float q8[8];
+                    ql_decode8(words[j], magic, q8);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        buf.p[4 * j + e] = QlPair<T>::make(__fmul_rn(q8[2 * e], scale),
+                                                           __fmul_rn(q8[2 * e + 1], scale));
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    buf.u[e] = make_uint4(0, 0, 0, 0);
+                }
+            }
+            uint4 *dst = reinterpret_cast<uint4 *>(ws + r * LD + h * 32);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                dst[e] = buf.u[e];
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < MM_BK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[FM];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[FN];
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+                wmma::load_matrix_sync(a[i], xs + (wm * FM + i) * 16 * LD + kk, LD);
+            }
+#pragma unroll
+            for (int j = 0; j < FN; ++j) {
+                // Wᵀ as a column-major k x n matrix is W row-major: column j = row j of ws.
+                wmma::load_matrix_sync(b[j], ws + (wn * FN + j) * 16 * LD + kk, LD);
+            }
+#pragma unroll
+            for (int i = 0; i < FM; ++i) {
+#pragma unroll
+                for (int j = 0; j < FN; ++j) {
+                    wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // Accumulators to shared memory (reusing the tiles), then guarded, converted writes.
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+#pragma unroll
+        for (int j = 0; j < FN; ++j) {
+            wmma::store_matrix_sync(cs + (wm * FM + i) * 16 * LDC + (wn * FN + j) * 16,
+                                    acc[i][j], LDC, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < BM * BN; idx += THREADS) {
+        const int r = idx / BN, c = idx % BN;
+        if (m0 + r < d.m && n0 + c < d.n) {
+            y[(uint64_t)(m0 + r) * d.n + n0 + c] = ql_from_f32(cs[r * LDC + c], (T *)nullptr);
+        }
+    }
+}
+
+// Small batches (<= 32 tokens): 16 x 64 tiles, 4 warps. Larger: 64 x 128 tiles, 8 warps.
+#define MM_KERNEL(NAME, T, WM, WN, FM, FN)                                                      \
+    extern "C" __global__ void __launch_bounds__(WM * WN * 32)                                  \
+        NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
+             const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
+             int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \
+        mm_u4<T, WM, WN, FM, FN>(x, codes, scales, zeros, zero, d, y);                          \
+    }
+
+MM_KERNEL(ql_mm_u4_f16_small, __half, 1, 4, 1, 1)
+MM_KERNEL(ql_mm_u4_bf16_small, __nv_bfloat16, 1, 4, 1, 1)
+MM_KERNEL(ql_mm_u4_f16_large, __half, 2, 4, 2, 2)
+MM_KERNEL(ql_mm_u4_bf16_large, __nv_bfloat16, 2, 4, 2, 2)
