@@ -117,61 +117,69 @@ DEQUANT_KERNEL(ql_dequantize_f16, __half, __float2half_rn)
 DEQUANT_KERNEL(ql_dequantize_bf16, __nv_bfloat16, __float2bfloat16_rn)
 
 // ---------------------------------------------------------------------------------------------
-// Fast path: uniform 4-bit codes whose groups are whole chunks of 32 codes (group length and
-// element count multiples of 32), without input scales. One thread per chunk: one 16-byte
-// load, one scale (and zero point), 32 values written with 16-byte stores, no per-element
-// branch. Same f32 expression as the generic kernel, `scale * (float)(q - zero)`, so the result
-// is bit-identical; `(float)(q - zero)` is formed exactly by `ql_decode8`.
+// Fast path: uniform 4-bit codes whose groups are whole words of 8 codes (group length and
+// element count multiples of 8), without input scales. Each warp decodes 128 consecutive
+// 32-bit words (1024 codes): lane L takes words L, L+32, L+64, L+96, so every load and every
+// store instruction of the warp touches one contiguous span (128 bytes of codes, 512 bytes of
+// bf16/f16), all four loads are in flight before the first decode, and there is no
+// per-element branch. Same f32 expression as the generic kernel, `scale * (float)(q - zero)`,
+// so the result is bit-identical; `(float)(q - zero)` is formed exactly by `ql_decode8`.
+#define U4_WORDS_PER_LANE 4
+
 template <typename T, bool ASYM>
-__device__ __forceinline__ void dequant_u4(const uint4 *__restrict__ codes,
+__device__ __forceinline__ void dequant_u4(const uint32_t *__restrict__ codes,
                                            const float *__restrict__ scales,
                                            const uint8_t *__restrict__ zeros, int32_t zero,
-                                           uint32_t chunks, uint32_t chunks_per_group,
+                                           uint32_t words, uint32_t words_per_group,
                                            T *__restrict__ out) {
-    const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= chunks) {
-        return;
-    }
-    // Read once: the non-coherent path, so the codes do not displace anything in L1.
-    const uint4 w = __ldg(codes + i);
-    const uint32_t g = i / chunks_per_group;
-    const float scale = scales[g];
-    const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[g] : zero);
-    typedef typename QlPair<T>::type P;
-    const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-    // 16 pairs = 32 values; stored as uint4s of 16 bytes each.
-    union {
-        P p[16];
-        uint4 u[sizeof(T) * 2];
-    } buf;
+    const uint32_t lane = threadIdx.x & 31u;
+    const uint32_t base = (blockIdx.x * blockDim.x + (threadIdx.x & ~31u)) * U4_WORDS_PER_LANE;
+    uint32_t w[U4_WORDS_PER_LANE];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < U4_WORDS_PER_LANE; ++j) {
+        const uint32_t idx = base + j * 32 + lane;
+        w[j] = idx < words ? __ldg(codes + idx) : 0u;
+    }
+    typedef typename QlPair<T>::type P;
+#pragma unroll
+    for (int j = 0; j < U4_WORDS_PER_LANE; ++j) {
+        const uint32_t idx = base + j * 32 + lane;
+        if (idx >= words) {
+            break;
+        }
+        const uint32_t g = idx / words_per_group;
+        const float scale = scales[g];
+        const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[g] : zero);
         float d[8];
-        ql_decode8(words[j], magic, d);
+        ql_decode8(w[j], magic, d);
+        // 8 values: one 16-byte store for 2-byte types, two for f32.
+        union {
+            P p[4];
+            uint4 u[sizeof(T) / 2];
+        } buf;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
-            buf.p[4 * j + k] =
-                QlPair<T>::make(__fmul_rn(d[2 * k], scale), __fmul_rn(d[2 * k + 1], scale));
+            buf.p[k] = QlPair<T>::make(__fmul_rn(d[2 * k], scale), __fmul_rn(d[2 * k + 1], scale));
         }
-    }
-    uint4 *dst = reinterpret_cast<uint4 *>(out) + (uint64_t)i * (sizeof(T) * 2);
+        uint4 *dst = reinterpret_cast<uint4 *>(out) + (uint64_t)idx * (sizeof(T) / 2);
 #pragma unroll
-    for (int k = 0; k < (int)(sizeof(T) * 2); ++k) {
-        dst[k] = buf.u[k];
+        for (int k = 0; k < (int)(sizeof(T) / 2); ++k) {
+            dst[k] = buf.u[k];
+        }
     }
 }
 
 // zeros == nullptr: symmetric, every group has zero point `zero`.
 #define DEQUANT_U4_KERNEL(NAME, T)                                                              \
-    extern "C" __global__ void NAME(const uint4 *__restrict__ codes,                            \
+    extern "C" __global__ void NAME(const uint32_t *__restrict__ codes,                         \
                                     const float *__restrict__ scales,                           \
                                     const uint8_t *__restrict__ zeros, int32_t zero,            \
-                                    uint32_t chunks, uint32_t chunks_per_group,                 \
+                                    uint32_t words, uint32_t words_per_group,                   \
                                     T *__restrict__ out) {                                      \
         if (zeros) {                                                                            \
-            dequant_u4<T, true>(codes, scales, zeros, zero, chunks, chunks_per_group, out);     \
+            dequant_u4<T, true>(codes, scales, zeros, zero, words, words_per_group, out);       \
         } else {                                                                                \
-            dequant_u4<T, false>(codes, scales, zeros, zero, chunks, chunks_per_group, out);    \
+            dequant_u4<T, false>(codes, scales, zeros, zero, words, words_per_group, out);      \
         }                                                                                       \
     }
 

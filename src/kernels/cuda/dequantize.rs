@@ -14,7 +14,7 @@ use candle_core::{
 };
 
 use super::cuda_storage;
-use super::weight::{CHUNK, CudaQuantizedWeight};
+use super::weight::CudaQuantizedWeight;
 use crate::error::{Error, Result};
 use crate::kernels::Domain;
 use crate::quant::{QuantFormat, QuantizedTensor};
@@ -23,6 +23,10 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dequantize.ptx"));
 /// Name under which Candle caches the loaded module per device.
 const MODULE: &str = "quantlens_dequantize";
 const BLOCK: u32 = 256;
+/// Codes per 32-bit word of packed 4-bit codes: the unit of the fast 4-bit decode.
+const WORD: usize = 8;
+/// Words per thread of the fast 4-bit decode (`U4_WORDS_PER_LANE` in `dequantize.cu`).
+const WORDS_PER_THREAD: u32 = 4;
 /// Enough blocks to fill any current GPU; the kernel strides over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
 
@@ -63,7 +67,7 @@ struct DecodeOp {
     in_scales: Vec<f32>,
     shape: Vec<usize>,
     dtype: DType,
-    /// Uniform 4-bit whose groups are whole 32-code chunks and no input scales to apply: the
+    /// Uniform 4-bit whose groups are whole 8-code words and no input scales to apply: the
     /// fast kernel `ql_dequantize_u4_*` applies (zero points then as u8, `None` if symmetric).
     fast_u4: Option<Option<Vec<u8>>>,
 }
@@ -118,9 +122,9 @@ impl DecodeOp {
         let fast_u4 = match q.format() {
             QuantFormat::Uniform { bits: 4, symmetric }
                 if cols == 0
-                    && q.group_len().is_multiple_of(CHUNK)
-                    && q.numel().is_multiple_of(CHUNK)
-                    && q.numel() / CHUNK <= u32::MAX as usize =>
+                    && q.group_len().is_multiple_of(WORD)
+                    && q.numel().is_multiple_of(WORD)
+                    && q.numel() / WORD <= u32::MAX as usize =>
             {
                 Some(match (symmetric, q.zeros()) {
                     (false, Some(z)) => Some(z.unpack()),
@@ -257,9 +261,9 @@ fn u4_kernel(dtype: DType) -> candle_core::Result<&'static str> {
     })
 }
 
-/// Launch the fast 4-bit decode of `n` codes (a multiple of 32, groups of `group_len`, a
-/// multiple of 32): one thread per 32-code chunk. `zeros`: one u8 zero point per group, or
-/// `None` for the symmetric `zero`.
+/// Launch the fast 4-bit decode of `n` codes (a multiple of 8, groups of `group_len`, a
+/// multiple of 8): each thread decodes four 32-bit words of 8 codes. `zeros`: one u8 zero
+/// point per group, or `None` for the symmetric `zero`.
 fn launch_u4<T: CudaDType + DeviceRepr + candle_core::WithDType>(
     dev: &CudaDevice,
     codes: &CudaView<'_, u8>,
@@ -269,13 +273,13 @@ fn launch_u4<T: CudaDType + DeviceRepr + candle_core::WithDType>(
     n: usize,
     group_len: usize,
 ) -> candle_core::Result<CudaSlice<T>> {
-    let chunks = (n / CHUNK) as u32;
-    let chunks_per_group = (group_len / CHUNK) as u32;
-    // SAFETY: the kernel writes all n = 32·chunks elements.
+    let words = (n / WORD) as u32;
+    let words_per_group = (group_len / WORD) as u32;
+    // SAFETY: the kernel writes all n = 8·words elements.
     let mut out = unsafe { dev.alloc::<T>(n) }?;
     let func = dev.get_or_load_custom_func(u4_kernel(T::DTYPE)?, MODULE, PTX)?;
     let cfg = LaunchConfig {
-        grid_dim: (chunks.div_ceil(BLOCK).max(1), 1, 1),
+        grid_dim: (words.div_ceil(BLOCK * WORDS_PER_THREAD).max(1), 1, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -286,7 +290,7 @@ fn launch_u4<T: CudaDType + DeviceRepr + candle_core::WithDType>(
         Some(z) => b.arg(z),
         None => b.arg(&null),
     };
-    b.arg(&zero).arg(&chunks).arg(&chunks_per_group).arg(&mut out);
+    b.arg(&zero).arg(&words).arg(&words_per_group).arg(&mut out);
     // SAFETY: argument types and order match `DEQUANT_U4_KERNEL` in `dequantize.cu`; codes
     // hold n/2 bytes, scales and zeros one entry per group (checked by the callers).
     unsafe { b.launch(cfg) }.w()?;

@@ -2,10 +2,11 @@
 // scale and one zero point per group of `group_len` codes along k, group_len a multiple of 32)
 // and activations x [m, k] in f32/f16/bf16; y [m, n] in the activations' dtype.
 //
-// * `ql_gemv_u4_*_m<M>` (decode, M = 1..8 tokens): each warp owns ROWS weight rows; each lane
-//   streams one 32-code chunk per row per step (a 16-byte load), decodes it once to exact
-//   (q - z) floats and reuses them for all M tokens; the scale is applied once per chunk.
-//   f32 accumulation, one warp reduction at the end. The weight is read exactly once.
+// * `ql_gemv_u4_*_m<M>` (decode, M = 1..8 tokens): each warp owns 2 weight rows; each
+//   lane streams one 32-code chunk per row per step (a 16-byte load, the next one already in
+//   flight), decodes it word by word to exact (q - z) floats and reuses them for all M tokens;
+//   the scale is applied once per chunk. f32 accumulation, one warp reduction at the end. The
+//   weight is read exactly once.
 // * `ql_mm_u4_*` (larger batches, f16/bf16 only): block tiles of the output; each step loads a
 //   [BM, 64] tile of x and dequantizes a [BN, 64] tile of W to the activation dtype in shared
 //   memory (the same values `dequantize` produces), then multiplies with tensor cores (WMMA
@@ -19,6 +20,7 @@ struct MatmulDims {
     uint32_t n;                // weight rows = output features
     uint32_t k;                // input features, a multiple of 32
     uint32_t chunks_per_group; // group_len / 32
+    uint32_t steps_per_split;  // tiled kernel: 64-wide k steps per blockIdx.z (split-k)
 };
 
 // 16-byte view of activations: 8 halves or 4 floats.
@@ -26,13 +28,18 @@ template <typename T> struct QlVec {
     static constexpr int PER16 = 16 / sizeof(T);
 };
 
-// Load 32 consecutive activations (one chunk) as f32.
+#define GEMV_WARPS 8
+// Weight rows per warp. 4 would halve the activation loads (from L1) but spills registers
+// from 4 tokens on; 2 keeps every count spill-free.
+#define GEMV_ROWS(M) 2
+
+// Eight activations (one 32-bit word of codes) of token row `xr` at column `col`, as f32.
 template <typename T>
-__device__ __forceinline__ void ql_load_chunk(const T *__restrict__ src, float out[32]) {
-    const uint4 *p = reinterpret_cast<const uint4 *>(src);
+__device__ __forceinline__ void ql_load8(const T *__restrict__ xr, uint32_t col, float out[8]) {
     constexpr int PER = QlVec<T>::PER16;
+    const uint4 *p = reinterpret_cast<const uint4 *>(xr + col);
 #pragma unroll
-    for (int v = 0; v < 32 / PER; ++v) {
+    for (int v = 0; v < 8 / PER; ++v) {
         union {
             uint4 u;
             T t[PER];
@@ -45,72 +52,109 @@ __device__ __forceinline__ void ql_load_chunk(const T *__restrict__ src, float o
     }
 }
 
-#define GEMV_ROWS 2
-#define GEMV_WARPS 8
-
 template <typename T, int M, bool ASYM>
 __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__restrict__ codes,
                                         const float *__restrict__ scales,
                                         const uint8_t *__restrict__ zeros, int32_t zero,
                                         MatmulDims d, T *__restrict__ y) {
+    constexpr int R = GEMV_ROWS(M);
     const uint32_t lane = threadIdx.x & 31u;
     const uint32_t warp = threadIdx.x >> 5;
-    const uint32_t row0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_ROWS;
+    const uint32_t row0 = (blockIdx.x * GEMV_WARPS + warp) * R;
     if (row0 >= d.n) {
         return;
     }
-    const uint32_t kc = d.k >> 5;                   // chunks per row
-    const uint32_t gpr = kc / d.chunks_per_group;   // groups per row
-    float acc[M][GEMV_ROWS];
+    const uint32_t kc = d.k >> 5;                 // chunks per row
+    const uint32_t gpr = kc / d.chunks_per_group; // groups per row
+    // Rows past the end repeat the last row; their sums are never written.
+    const uint4 *rowp[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        rowp[r] = codes + (uint64_t)min(row0 + r, d.n - 1) * kc;
+    }
+    float acc[M][R];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; ++r) {
+        for (int r = 0; r < R; ++r) {
             acc[m][r] = 0.0f;
         }
     }
-    for (uint32_t c = lane; c < kc; c += 32) {
-        const uint32_t g = c / d.chunks_per_group;
-        float wq[GEMV_ROWS][32];
-        float scale[GEMV_ROWS];
+    // Software pipeline: the next chunk's codes are in flight while this one is multiplied.
+    uint4 cur[R];
+    if (lane < kc) {
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; ++r) {
-            // Rows past the end repeat the last row; their sums are never written.
-            const uint32_t row = min(row0 + r, d.n - 1);
-            const uint4 w = __ldg(codes + (uint64_t)row * kc + c);
-            const uint64_t gi = (uint64_t)row * gpr + g;
+        for (int r = 0; r < R; ++r) {
+            cur[r] = __ldg(rowp[r] + lane);
+        }
+    }
+    for (uint32_t c = lane; c < kc; c += 32) {
+        uint4 nxt[R];
+        if (c + 32 < kc) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                nxt[r] = __ldg(rowp[r] + c + 32);
+            }
+        }
+        const uint32_t g = c / d.chunks_per_group;
+        float scale[R], magic[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const uint64_t gi = (uint64_t)min(row0 + r, d.n - 1) * gpr + g;
             scale[r] = scales[gi];
-            const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[gi] : zero);
-            ql_decode8(w.x, magic, &wq[r][0]);
-            ql_decode8(w.y, magic, &wq[r][8]);
-            ql_decode8(w.z, magic, &wq[r][16]);
-            ql_decode8(w.w, magic, &wq[r][24]);
+            magic[r] = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[gi] : zero);
+        }
+        float part[M][R];
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                part[m][r] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int wi = 0; wi < 4; ++wi) {
+            float q[R][8];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const uint32_t word = wi == 0 ? cur[r].x : wi == 1 ? cur[r].y : wi == 2 ? cur[r].z : cur[r].w;
+                ql_decode8(word, magic[r], q[r]);
+            }
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                float xv[8];
+                ql_load8<T>(x + (uint64_t)m * d.k, c * 32 + wi * 8, xv);
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) {
+                        part[m][r] = fmaf(xv[e], q[r][e], part[m][r]);
+                    }
+                }
+            }
         }
 #pragma unroll
         for (int m = 0; m < M; ++m) {
-            float xv[32];
-            ql_load_chunk<T>(x + (uint64_t)m * d.k + (uint64_t)c * 32, xv);
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; ++r) {
-                float part = 0.0f;
-#pragma unroll
-                for (int e = 0; e < 32; ++e) {
-                    part = fmaf(xv[e], wq[r][e], part);
-                }
-                acc[m][r] = fmaf(scale[r], part, acc[m][r]);
+            for (int r = 0; r < R; ++r) {
+                acc[m][r] = fmaf(scale[r], part[m][r], acc[m][r]);
             }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            cur[r] = nxt[r];
         }
     }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; ++r) {
+        for (int r = 0; r < R; ++r) {
             float v = acc[m][r];
 #pragma unroll
             for (int off = 16; off > 0; off >>= 1) {
                 v += __shfl_xor_sync(0xffffffffu, v, off);
             }
-            if (lane == (uint32_t)(m * GEMV_ROWS + r) % 32u && row0 + r < d.n) {
+            if (lane == (uint32_t)(m * R + r) % 32u && row0 + r < d.n) {
                 y[(uint64_t)m * d.n + row0 + r] = ql_from_f32(v, (T *)nullptr);
             }
         }
@@ -118,7 +162,7 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
 }
 
 #define GEMV_KERNEL(NAME, T, M)                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)                               \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)                            \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
              int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \
@@ -144,7 +188,12 @@ GEMV_KERNELS(f16, __half)
 GEMV_KERNELS(bf16, __nv_bfloat16)
 
 // ---------------------------------------------------------------------------------------------
-// Tiled tensor-core kernel. WM x WN warps, each computing FM x FN fragments of 16x16.
+// Tiled tensor-core kernel. WM x WN warps, each computing FM x FN fragments of 16x16; a block
+// computes a BM x BN tile of y over the k range of its split (blockIdx.z). The global loads of
+// step s+1 are issued into registers before the tensor-core work of step s (one-deep software
+// pipeline). With one split the tile is converted and written to y; with several, each split
+// writes f32 partial sums to `partial` [splits, m, n], summed in order by `ql_splitk_reduce_*`
+// (deterministic, unlike atomics).
 #define MM_BK 64
 #define MM_PAD 8 // halves of padding per shared row: rows 144 bytes apart, 16-byte aligned
 
@@ -152,7 +201,7 @@ template <typename T, int WM, int WN, int FM, int FN>
 __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__restrict__ codes,
                                       const float *__restrict__ scales,
                                       const uint8_t *__restrict__ zeros, int32_t zero,
-                                      MatmulDims d, T *__restrict__ y) {
+                                      MatmulDims d, T *__restrict__ y, float *__restrict__ partial) {
     using namespace nvcuda;
     constexpr int BM = WM * FM * 16;
     constexpr int BN = WN * FN * 16;
@@ -161,6 +210,8 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
     constexpr int LDC = BN + 4;
     constexpr int TILE_BYTES = (BM + BN) * LD * (int)sizeof(T);
     constexpr int C_BYTES = BM * LDC * (int)sizeof(float);
+    constexpr int XPT = (BM * 8 + THREADS - 1) / THREADS; // x uint4 per thread
+    constexpr int WPT = (BN * 2 + THREADS - 1) / THREADS; // W chunks per thread
     __shared__ __align__(32) unsigned char smem[TILE_BYTES > C_BYTES ? TILE_BYTES : C_BYTES];
     T *xs = reinterpret_cast<T *>(smem);
     T *ws = xs + BM * LD;
@@ -170,6 +221,8 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
     const uint32_t n0 = blockIdx.x * BN;
     const uint32_t kc = d.k >> 5;
     const uint32_t gpr = kc / d.chunks_per_group;
+    const uint32_t k_begin = blockIdx.z * d.steps_per_split * MM_BK;
+    const uint32_t k_end = min(d.k, k_begin + d.steps_per_split * MM_BK);
     const int warp = threadIdx.x >> 5;
     const int wm = warp / WN;
     const int wn = warp % WN;
@@ -184,55 +237,86 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
         }
     }
 
-    for (uint32_t k0 = 0; k0 < d.k; k0 += MM_BK) {
-        // x tile: BM rows x 64 values = 8 uint4 per row; zeros past the edges.
-        for (int idx = threadIdx.x; idx < BM * 8; idx += THREADS) {
+    uint4 xr[XPT];
+    uint4 wr[WPT];
+    float wscale[WPT], wmagic[WPT];
+    // Global loads of the step at k0 into registers; zeros past the edges.
+    auto load = [&](uint32_t k0) {
+#pragma unroll
+        for (int t = 0; t < XPT; ++t) {
+            const int idx = threadIdx.x + t * THREADS;
             const int r = idx >> 3, q = idx & 7;
             const uint32_t kk = k0 + q * 8;
-            uint4 v = make_uint4(0, 0, 0, 0);
-            if (m0 + r < d.m && kk < d.k) {
-                v = __ldg(reinterpret_cast<const uint4 *>(x + (uint64_t)(m0 + r) * d.k + kk));
+            xr[t] = make_uint4(0, 0, 0, 0);
+            if (idx < BM * 8 && m0 + r < d.m && kk < k_end) {
+                xr[t] = __ldg(reinterpret_cast<const uint4 *>(x + (uint64_t)(m0 + r) * d.k + kk));
             }
-            *reinterpret_cast<uint4 *>(xs + r * LD + q * 8) = v;
         }
-        // W tile: BN rows x 2 chunks, dequantized exactly as `dequantize` does.
-        for (int idx = threadIdx.x; idx < BN * 2; idx += THREADS) {
+#pragma unroll
+        for (int t = 0; t < WPT; ++t) {
+            const int idx = threadIdx.x + t * THREADS;
             const int r = idx >> 1, h = idx & 1;
             const uint32_t c = (k0 >> 5) + h;
-            union {
-                P p[16];
-                uint4 u[4];
-            } buf;
-            if (n0 + r < d.n && c < kc) {
+            wr[t] = make_uint4(0, 0, 0, 0);
+            wscale[t] = 0.0f;
+            wmagic[t] = QL_MAGIC;
+            if (idx < BN * 2 && n0 + r < d.n && c * 32 < k_end) {
                 const uint32_t row = n0 + r;
-                const uint4 w = __ldg(codes + (uint64_t)row * kc + c);
+                wr[t] = __ldg(codes + (uint64_t)row * kc + c);
                 const uint64_t gi = (uint64_t)row * gpr + c / d.chunks_per_group;
-                const float scale = scales[gi];
-                const float magic = QL_MAGIC + (float)(zeros ? (int32_t)zeros[gi] : zero);
-                const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+                wscale[t] = scales[gi];
+                wmagic[t] = QL_MAGIC + (float)(zeros ? (int32_t)zeros[gi] : zero);
+            }
+        }
+    };
+    // Registers to shared memory: x as is, W dequantized exactly as `dequantize` does.
+    auto store = [&]() {
+#pragma unroll
+        for (int t = 0; t < XPT; ++t) {
+            const int idx = threadIdx.x + t * THREADS;
+            if (idx < BM * 8) {
+                const int r = idx >> 3, q = idx & 7;
+                *reinterpret_cast<uint4 *>(xs + r * LD + q * 8) = xr[t];
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < WPT; ++t) {
+            const int idx = threadIdx.x + t * THREADS;
+            if (idx < BN * 2) {
+                const int r = idx >> 1, h = idx & 1;
+                union {
+                    P p[16];
+                    uint4 u[4];
+                } buf;
+                const uint32_t words[4] = {wr[t].x, wr[t].y, wr[t].z, wr[t].w};
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
                     float q8[8];
-                    ql_decode8(words[j], magic, q8);
+                    ql_decode8(words[j], wmagic[t], q8);
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
-                        buf.p[4 * j + e] = QlPair<T>::make(__fmul_rn(q8[2 * e], scale),
-                                                           __fmul_rn(q8[2 * e + 1], scale));
+                        buf.p[4 * j + e] = QlPair<T>::make(__fmul_rn(q8[2 * e], wscale[t]),
+                                                           __fmul_rn(q8[2 * e + 1], wscale[t]));
                     }
                 }
-            } else {
+                uint4 *dst = reinterpret_cast<uint4 *>(ws + r * LD + h * 32);
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    buf.u[e] = make_uint4(0, 0, 0, 0);
+                    dst[e] = buf.u[e];
                 }
             }
-            uint4 *dst = reinterpret_cast<uint4 *>(ws + r * LD + h * 32);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                dst[e] = buf.u[e];
-            }
         }
+    };
+
+    if (k_begin < k_end) {
+        load(k_begin);
+    }
+    for (uint32_t k0 = k_begin; k0 < k_end; k0 += MM_BK) {
+        store();
         __syncthreads();
+        if (k0 + MM_BK < k_end) {
+            load(k0 + MM_BK);
+        }
 #pragma unroll
         for (int kk = 0; kk < MM_BK; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[FM];
@@ -256,7 +340,7 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
         }
         __syncthreads();
     }
-    // Accumulators to shared memory (reusing the tiles), then guarded, converted writes.
+    // Accumulators to shared memory (reusing the tiles), then guarded writes.
 #pragma unroll
     for (int i = 0; i < FM; ++i) {
 #pragma unroll
@@ -266,10 +350,16 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
         }
     }
     __syncthreads();
+    float *part = partial ? partial + (uint64_t)blockIdx.z * d.m * d.n : nullptr;
     for (int idx = threadIdx.x; idx < BM * BN; idx += THREADS) {
         const int r = idx / BN, c = idx % BN;
         if (m0 + r < d.m && n0 + c < d.n) {
-            y[(uint64_t)(m0 + r) * d.n + n0 + c] = ql_from_f32(cs[r * LDC + c], (T *)nullptr);
+            const uint64_t o = (uint64_t)(m0 + r) * d.n + n0 + c;
+            if (part) {
+                part[o] = cs[r * LDC + c];
+            } else {
+                y[o] = ql_from_f32(cs[r * LDC + c], (T *)nullptr);
+            }
         }
     }
 }
@@ -279,11 +369,28 @@ __device__ __forceinline__ void mm_u4(const T *__restrict__ x, const uint4 *__re
     extern "C" __global__ void __launch_bounds__(WM * WN * 32)                                  \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
-             int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \
-        mm_u4<T, WM, WN, FM, FN>(x, codes, scales, zeros, zero, d, y);                          \
+             int32_t zero, MatmulDims d, T *__restrict__ y, float *__restrict__ partial) {      \
+        mm_u4<T, WM, WN, FM, FN>(x, codes, scales, zeros, zero, d, y, partial);                 \
     }
 
 MM_KERNEL(ql_mm_u4_f16_small, __half, 1, 4, 1, 1)
 MM_KERNEL(ql_mm_u4_bf16_small, __nv_bfloat16, 1, 4, 1, 1)
 MM_KERNEL(ql_mm_u4_f16_large, __half, 2, 4, 2, 2)
 MM_KERNEL(ql_mm_u4_bf16_large, __nv_bfloat16, 2, 4, 2, 2)
+
+// y[i] = Σ_s partial[s·mn + i], the splits summed in order.
+#define SPLITK_REDUCE(NAME, T)                                                                  \
+    extern "C" __global__ void NAME(const float *__restrict__ partial, uint32_t splits,         \
+                                    uint32_t mn, T *__restrict__ y) {                           \
+        const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;                               \
+        if (i < mn) {                                                                           \
+            float v = partial[i];                                                               \
+            for (uint32_t s = 1; s < splits; ++s) {                                             \
+                v += partial[(uint64_t)s * mn + i];                                             \
+            }                                                                                   \
+            y[i] = ql_from_f32(v, (T *)nullptr);                                                \
+        }                                                                                       \
+    }
+
+SPLITK_REDUCE(ql_splitk_reduce_f16, __half)
+SPLITK_REDUCE(ql_splitk_reduce_bf16, __nv_bfloat16)

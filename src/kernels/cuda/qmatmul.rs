@@ -19,11 +19,18 @@ const MODULE: &str = "quantlens_qmatmul";
 /// Rows of `x` handled by one GEMV launch; `GEMV_KERNELS` in `qmatmul.cu` has one kernel per
 /// count up to this.
 pub(crate) const GEMV_MAX_TOKENS: usize = 8;
-/// Weight rows per GEMV block: `GEMV_WARPS · GEMV_ROWS` in `qmatmul.cu`.
-const GEMV_ROWS_PER_BLOCK: usize = 16;
+/// Weight rows per GEMV block for `m` tokens: `GEMV_WARPS · GEMV_ROWS(m)` in `qmatmul.cu`.
+fn gemv_rows_per_block(_m: usize) -> usize {
+    8 * 2
+}
 /// Up to this many rows of `x` the tiled kernel uses 16 × 64 tiles (4 warps), above it
 /// 64 × 128 tiles (8 warps).
 const SMALL_TILE_MAX_TOKENS: usize = 32;
+/// The tiled kernel's k step (`MM_BK` in `qmatmul.cu`).
+const MM_BK: usize = 64;
+/// Output tiles below this count are split along k so that every SM of an H100 (132) gets
+/// about two blocks; more splits than k/256 are not worth their partial sums.
+const TARGET_BLOCKS: usize = 264;
 
 /// Problem size, passed by value; layout mirrors `struct MatmulDims` in `qmatmul.cu`.
 #[repr(C)]
@@ -33,6 +40,7 @@ struct Dims {
     n: u32,
     k: u32,
     chunks_per_group: u32,
+    steps_per_split: u32,
 }
 
 // SAFETY: `Dims` is `repr(C)`, `Copy`, and holds only plain integers, matching the C struct.
@@ -88,40 +96,63 @@ impl QMatmul<'_> {
                 .collect()
         };
         for (r0, rows) in launches {
-            let (name, cfg) = if tiled {
-                let (small, bm, bn, threads) = if rows <= SMALL_TILE_MAX_TOKENS {
-                    (true, 16, 64, 128)
-                } else {
-                    (false, 64, 128, 256)
-                };
-                let size = if small { "small" } else { "large" };
-                (
-                    format!("ql_mm_u4_{suffix}_{size}"),
-                    LaunchConfig {
-                        grid_dim: (n.div_ceil(bn) as u32, rows.div_ceil(bm) as u32, 1),
-                        block_dim: (threads, 1, 1),
-                        shared_mem_bytes: 0,
-                    },
-                )
-            } else {
-                (
-                    format!("ql_gemv_u4_{suffix}_m{rows}"),
-                    LaunchConfig {
-                        grid_dim: (n.div_ceil(GEMV_ROWS_PER_BLOCK) as u32, 1, 1),
-                        block_dim: (256, 1, 1),
-                        shared_mem_bytes: 0,
-                    },
-                )
-            };
-            let dims = Dims {
+            let xs = x.slice(start + r0 * k..start + (r0 + rows) * k);
+            let mut ys = y.slice_mut(r0 * n..(r0 + rows) * n);
+            let mut dims = Dims {
                 m: rows as u32,
                 n: n as u32,
                 k: k as u32,
                 chunks_per_group: (self.w.group_len / super::weight::CHUNK) as u32,
+                steps_per_split: k.div_ceil(MM_BK) as u32,
             };
-            let xs = x.slice(start + r0 * k..start + (r0 + rows) * k);
-            let mut ys = y.slice_mut(r0 * n..(r0 + rows) * n);
-            let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+            if !tiled {
+                let name = format!("ql_gemv_u4_{suffix}_m{rows}");
+                let cfg = LaunchConfig {
+                    grid_dim: (n.div_ceil(gemv_rows_per_block(rows)) as u32, 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+                let mut b = func.builder();
+                b.arg(&xs).arg(codes).arg(scales);
+                match zeros {
+                    Some(z) => b.arg(z),
+                    None => b.arg(&null),
+                };
+                b.arg(&self.w.zero).arg(&dims).arg(&mut ys);
+                // SAFETY: argument types and order match `GEMV_KERNEL` in `qmatmul.cu`; x
+                // holds rows·k elements, y rows·n, the weight n·k codes with one scale (and
+                // zero point) per group.
+                debug_assert!(start + (r0 + rows) * k <= end);
+                unsafe { b.launch(cfg) }.w()?;
+                continue;
+            }
+            let (size, bm, bn, threads) = if rows <= SMALL_TILE_MAX_TOKENS {
+                ("small", 16, 64, 128)
+            } else {
+                ("large", 64, 128, 256)
+            };
+            let tiles = n.div_ceil(bn) * rows.div_ceil(bm);
+            let steps = k.div_ceil(MM_BK);
+            let splits = TARGET_BLOCKS
+                .div_ceil(tiles)
+                .clamp(1, (k / 256).max(1))
+                .min(steps);
+            let steps_per_split = steps.div_ceil(splits);
+            let splits = steps.div_ceil(steps_per_split);
+            dims.steps_per_split = steps_per_split as u32;
+            let partial = if splits > 1 {
+                // SAFETY: each split writes its whole [rows, n] slab before the reduction.
+                Some(unsafe { dev.alloc::<f32>(splits * rows * n) }?)
+            } else {
+                None
+            };
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(bn) as u32, rows.div_ceil(bm) as u32, splits as u32),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let func = dev.get_or_load_custom_func(&format!("ql_mm_u4_{suffix}_{size}"), MODULE, PTX)?;
             let mut b = func.builder();
             b.arg(&xs).arg(codes).arg(scales);
             match zeros {
@@ -129,11 +160,31 @@ impl QMatmul<'_> {
                 None => b.arg(&null),
             };
             b.arg(&self.w.zero).arg(&dims).arg(&mut ys);
-            // SAFETY: argument types and order match `GEMV_KERNEL`/`MM_KERNEL` in
-            // `qmatmul.cu`; x holds rows·k elements, y rows·n, the weight n·k codes with one
-            // scale (and zero point) per group; `end` bounds the activations checked below.
-            debug_assert!(start + (r0 + rows) * k <= end);
+            match &partial {
+                Some(p) => b.arg(p),
+                None => b.arg(&null),
+            };
+            // SAFETY: argument types and order match `MM_KERNEL` in `qmatmul.cu`; `partial`
+            // holds splits·rows·n floats, the other buffers as for the GEMV.
             unsafe { b.launch(cfg) }.w()?;
+            if let Some(p) = &partial {
+                let mn = (rows * n) as u32;
+                let func = dev.get_or_load_custom_func(
+                    &format!("ql_splitk_reduce_{suffix}"),
+                    MODULE,
+                    PTX,
+                )?;
+                let cfg = LaunchConfig {
+                    grid_dim: (mn.div_ceil(256), 1, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let splits = splits as u32;
+                let mut b = func.builder();
+                b.arg(p).arg(&splits).arg(&mn).arg(&mut ys);
+                // SAFETY: matches `SPLITK_REDUCE`; `p` holds splits·mn floats, y mn outputs.
+                unsafe { b.launch(cfg) }.w()?;
+            }
         }
         Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
     }
