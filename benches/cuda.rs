@@ -209,7 +209,7 @@ fn main() -> Res<()> {
         .collect::<candle_core::Result<_>>()?;
 
     // --- GEMV / GEMM: y = x · Wᵀ, x [m, 8192] bf16.
-    for m in [1usize, 2, 4, 8, 16, 64, 256] {
+    for m in [1usize, 2, 4, 8, 16, 64, 128, 256] {
         let x = Tensor::randn(0f32, 1.0, (m, N), &dev)?.to_dtype(DType::BF16)?;
         let xf = x.to_dtype(DType::F32)?;
         let cublas = b.time(|_| {

@@ -92,7 +92,7 @@ def main():
 
     # --- cuBLAS bf16 GEMV / GEMM y = x · Wᵀ.
     w = torch.randn(N, N, device=dev, dtype=torch.bfloat16)
-    for m in (1, 2, 4, 8, 16, 64, 256):
+    for m in (1, 2, 4, 8, 16, 64, 128, 256):
         x = torch.randn(m, N, device=dev, dtype=torch.bfloat16)
         us = timed(lambda i: F.linear(x, w))
         row(f"torch cuBLAS bf16 linear m={m}", us, N * N * 2 if m == 1 else 0)

@@ -141,6 +141,35 @@ __device__ __forceinline__ void dequant_u4(const uint32_t *__restrict__ codes,
         w[j] = idx < words ? __ldg(codes + idx) : 0u;
     }
     typedef typename QlPair<T>::type P;
+    if constexpr (sizeof(T) == 4) {
+        // f32: a word decodes to 32 bytes. For contiguous 512-byte store instructions, lane L
+        // stores half (L & 1) of word L/2 (first store) and of word 16 + L/2 (second), taking
+        // those words from their lanes with a shuffle.
+#pragma unroll
+        for (int j = 0; j < U4_WORDS_PER_LANE; ++j) {
+            const uint32_t first = base + j * 32;
+            if (first >= words) {
+                break;
+            }
+#pragma unroll
+            for (int s = 0; s < 2; ++s) {
+                const uint32_t src = s * 16 + (lane >> 1);
+                const uint32_t word = __shfl_sync(0xffffffffu, w[j], src);
+                const uint32_t idx = first + src;
+                if (idx < words) {
+                    const uint32_t g = idx / words_per_group;
+                    const float scale = scales[g];
+                    const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[g] : zero);
+                    float d[8];
+                    ql_decode8(word, magic, d);
+                    const int h = (lane & 1) * 4;
+                    const float4 v = make_float4(__fmul_rn(d[h], scale), __fmul_rn(d[h + 1], scale),
+                                                 __fmul_rn(d[h + 2], scale), __fmul_rn(d[h + 3], scale));
+                    reinterpret_cast<float4 *>(out)[(uint64_t)idx * 2 + (lane & 1)] = v;
+                }
+            }
+        }
+    } else {
 #pragma unroll
     for (int j = 0; j < U4_WORDS_PER_LANE; ++j) {
         const uint32_t idx = base + j * 32 + lane;
@@ -152,20 +181,17 @@ __device__ __forceinline__ void dequant_u4(const uint32_t *__restrict__ codes,
         const float magic = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[g] : zero);
         float d[8];
         ql_decode8(w[j], magic, d);
-        // 8 values: one 16-byte store for 2-byte types, two for f32.
+        // 8 values of 2 bytes: one 16-byte store.
         union {
             P p[4];
-            uint4 u[sizeof(T) / 2];
+            uint4 u;
         } buf;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
             buf.p[k] = QlPair<T>::make(__fmul_rn(d[2 * k], scale), __fmul_rn(d[2 * k + 1], scale));
         }
-        uint4 *dst = reinterpret_cast<uint4 *>(out) + (uint64_t)idx * (sizeof(T) / 2);
-#pragma unroll
-        for (int k = 0; k < (int)(sizeof(T) / 2); ++k) {
-            dst[k] = buf.u[k];
-        }
+        reinterpret_cast<uint4 *>(out)[idx] = buf.u;
+    }
     }
 }
 

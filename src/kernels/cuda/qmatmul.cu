@@ -161,8 +161,11 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
     }
 }
 
+// 1 token: at most 64 registers, so 4 blocks (32 warps) fit per SM and an 8192-row weight
+// (4096 warps) runs in one wave on 132 SMs instead of 1.3; 2-3 tokens: 3 blocks per SM (80
+// registers); more: 2 blocks per SM (128 registers, fewer would spill).
 #define GEMV_KERNEL(NAME, T, M)                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)                            \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, (M) == 1 ? 4 : (M) <= 3 ? 3 : 2)             \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
              int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \

@@ -2,8 +2,11 @@
 //! packed 4-bit weight is read in place and never written out as floats.
 //!
 //! Dispatch on the number of rows `m` of `x`: up to [`GEMV_MAX_TOKENS`] rows, a GEMV kernel
-//! specialised for `m` (the decode case, bound by reading the weight once); more rows of f16
-//! or bf16, a tiled tensor-core kernel; more rows of f32, the GEMV over slices of 8 rows.
+//! specialised for `m` (the decode case, bound by reading the weight once); up to
+//! [`TILED_MAX_TOKENS`] rows of f16 or bf16, a tiled tensor-core kernel. Beyond those (and for
+//! f32 beyond 8 rows) the product is compute-bound and cuBLAS is faster than our tiled
+//! kernel (measured on an H100, docs/cuda-status.md): the weight is dequantized on the device
+//! into a temporary and multiplied by Candle's matmul.
 
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -23,6 +26,9 @@ pub(crate) const GEMV_MAX_TOKENS: usize = 8;
 fn gemv_rows_per_block(_m: usize) -> usize {
     8 * 2
 }
+/// Up to this many rows of f16/bf16 `x` the tiled kernel runs; above, dequantize + cuBLAS
+/// (at 256 rows the tiled kernel took 265 µs, dequantize + cuBLAS 122 µs on an H100).
+pub(crate) const TILED_MAX_TOKENS: usize = 128;
 /// Up to this many rows of `x` the tiled kernel uses 16 × 64 tiles (4 warps), above it
 /// 64 × 128 tiles (8 warps).
 const SMALL_TILE_MAX_TOKENS: usize = 32;
@@ -264,7 +270,13 @@ pub(crate) fn matmul(w: &CudaQuantizedWeight, x: &Tensor) -> Result<Tensor> {
     if !offset.is_multiple_of(16) {
         x2 = x2.copy()?;
     }
-    let y = x2.apply_op1_no_bwd(&QMatmul { w, m })?;
+    let fused = m <= GEMV_MAX_TOKENS || (m <= TILED_MAX_TOKENS && x2.dtype() != DType::F32);
+    let y = if fused {
+        x2.apply_op1_no_bwd(&QMatmul { w, m })?
+    } else {
+        let wd = super::dequantize::dequantize_resident(w, x2.dtype())?;
+        x2.matmul(&wd.t()?)?
+    };
     let mut out_dims = lead.to_vec();
     out_dims.push(w.rows);
     Ok(y.reshape(out_dims)?)
