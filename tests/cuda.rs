@@ -408,7 +408,8 @@ fn fused_matmul_matches_an_f64_reference() {
             let q = int4(n, k, group, symmetric, 600 + case as u64);
             let w = CudaQuantizedWeight::new(&q, &dev).unwrap();
             let wf = f64s(&q.dequantize_to(&Device::Cpu, DType::F32).unwrap());
-            // 1..8: GEMV; 9..128 (f16/bf16): tiled; 130 and f32 beyond 8: dequantize + cuBLAS.
+            // f32: GEMV up to 8, then dequantize + cuBLAS. f16/bf16: GEMV up to 4, tiled up to
+            // 64 (split-k where the tile count is low), then dequantize + cuBLAS.
             for m in [1usize, 2, 3, 5, 8, 9, 16, 17, 33, 64, 70, 130] {
                 let x32 = weights(m, k, 700 + m as u64);
                 for dtype in [DType::F32, DType::F16, DType::BF16] {

@@ -80,6 +80,18 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
             acc[m][r] = 0.0f;
         }
     }
+    // Ask L2 for the warp's whole rows at once (prefetches need no registers), so the DRAM
+    // queue is full from the start; the loads below then mostly hit L2.
+    {
+        const uint32_t lines = (kc * 16 + 127) / 128;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const char *base = reinterpret_cast<const char *>(rowp[r]);
+            for (uint32_t l = lane; l < lines; l += 32) {
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(base + (uint64_t)l * 128));
+            }
+        }
+    }
     // Software pipeline: the next chunk's codes are in flight while this one is multiplied.
     uint4 cur[R];
     if (lane < kc) {
@@ -162,10 +174,10 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
 }
 
 // 1 token: at most 64 registers, so 4 blocks (32 warps) fit per SM and an 8192-row weight
-// (4096 warps) runs in one wave on 132 SMs instead of 1.3; 2-3 tokens: 3 blocks per SM (80
-// registers); more: 2 blocks per SM (128 registers, fewer would spill).
+// (4096 warps) runs in one wave on 132 SMs instead of 1.3; more tokens: 2 blocks per SM (128
+// registers; capping 2-3 tokens at 80 to fit 3 blocks measured slower).
 #define GEMV_KERNEL(NAME, T, M)                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, (M) == 1 ? 4 : (M) <= 3 ? 3 : 2)             \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, (M) == 1 ? 4 : 2)             \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
              int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \

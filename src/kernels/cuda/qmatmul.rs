@@ -1,12 +1,13 @@
 //! Fused dequantize-matmul `y = x · Wᵀ` for a [`CudaQuantizedWeight`] (`qmatmul.cu`): the
 //! packed 4-bit weight is read in place and never written out as floats.
 //!
-//! Dispatch on the number of rows `m` of `x`: up to [`GEMV_MAX_TOKENS`] rows, a GEMV kernel
-//! specialised for `m` (the decode case, bound by reading the weight once); up to
-//! [`TILED_MAX_TOKENS`] rows of f16 or bf16, a tiled tensor-core kernel. Beyond those (and for
-//! f32 beyond 8 rows) the product is compute-bound and cuBLAS is faster than our tiled
-//! kernel (measured on an H100, docs/cuda-status.md): the weight is dequantized on the device
-//! into a temporary and multiplied by Candle's matmul.
+//! Dispatch on the number of rows `m` of `x`, by what measured fastest on an H100
+//! (docs/cuda-status.md): f16/bf16 up to [`GEMV_HALF_MAX_TOKENS`] rows and f32 up to
+//! [`GEMV_MAX_TOKENS`] rows, a GEMV kernel specialised for `m` (the decode case, bound by
+//! reading the weight once); f16/bf16 up to [`TILED_MAX_TOKENS`] rows, a tiled tensor-core
+//! kernel. Beyond those the product is compute-bound and cuBLAS is faster than our tiled
+//! kernel: the weight is dequantized on the device into a temporary and multiplied by Candle's
+//! matmul.
 
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
@@ -26,9 +27,12 @@ pub(crate) const GEMV_MAX_TOKENS: usize = 8;
 fn gemv_rows_per_block(_m: usize) -> usize {
     8 * 2
 }
+/// Up to this many rows of f16/bf16 `x` the GEMV runs; above, the tensor cores win (8192²,
+/// H100: GEMV 43 µs at 4 rows, 75 µs at 8; tiled 50 µs at 16).
+pub(crate) const GEMV_HALF_MAX_TOKENS: usize = 4;
 /// Up to this many rows of f16/bf16 `x` the tiled kernel runs; above, dequantize + cuBLAS
-/// (at 256 rows the tiled kernel took 265 µs, dequantize + cuBLAS 122 µs on an H100).
-pub(crate) const TILED_MAX_TOKENS: usize = 128;
+/// (8192², H100: tiled 89 µs at 64 rows, 143 µs at 128; dequantize + cuBLAS 116 and 119 µs).
+pub(crate) const TILED_MAX_TOKENS: usize = 64;
 /// Up to this many rows of `x` the tiled kernel uses 16 × 64 tiles (4 warps), above it
 /// 64 × 128 tiles (8 warps).
 const SMALL_TILE_MAX_TOKENS: usize = 32;
@@ -91,7 +95,7 @@ impl QMatmul<'_> {
         // SAFETY: every kernel below writes each of the m·n outputs exactly once.
         let mut y = unsafe { dev.alloc::<T>(m * n) }?;
         let suffix = dtype_suffix(T::DTYPE)?;
-        let tiled = m > GEMV_MAX_TOKENS && T::DTYPE != DType::F32;
+        let tiled = T::DTYPE != DType::F32 && m > GEMV_HALF_MAX_TOKENS;
         // (row offset into x and y, rows) of each launch.
         let launches: Vec<(usize, usize)> = if tiled {
             vec![(0, m)]
@@ -270,7 +274,10 @@ pub(crate) fn matmul(w: &CudaQuantizedWeight, x: &Tensor) -> Result<Tensor> {
     if !offset.is_multiple_of(16) {
         x2 = x2.copy()?;
     }
-    let fused = m <= GEMV_MAX_TOKENS || (m <= TILED_MAX_TOKENS && x2.dtype() != DType::F32);
+    let fused = match x2.dtype() {
+        DType::F32 => m <= GEMV_MAX_TOKENS,
+        _ => m <= TILED_MAX_TOKENS,
+    };
     let y = if fused {
         x2.apply_op1_no_bwd(&QMatmul { w, m })?
     } else {

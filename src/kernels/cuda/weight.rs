@@ -163,11 +163,11 @@ impl CudaQuantizedWeight {
     }
 
     /// `x · Wᵀ`: `x` is `[.., cols]` in f32, f16 or bf16 on the weight's device; the result
-    /// is `[.., rows]` in `x`'s dtype. Up to 8 rows of `x` (decode) one GEMV kernel reads the
-    /// packed weight and never materialises `W`; 9 to 128 rows of f16/bf16 a tiled
-    /// tensor-core kernel does the same. Beyond that (and for f32 beyond 8 rows) the product
-    /// is compute-bound, and `W` is dequantized on the device into a temporary and multiplied
-    /// by cuBLAS, which is faster there.
+    /// is `[.., rows]` in `x`'s dtype. For decode-sized `x` (up to 4 rows of f16/bf16, 8 of
+    /// f32) one GEMV kernel reads the packed weight and never materialises `W`; up to 64 rows
+    /// of f16/bf16 a tiled tensor-core kernel does the same. Beyond that the product is
+    /// compute-bound, and `W` is dequantized on the device into a temporary and multiplied by
+    /// cuBLAS, which is faster there.
     ///
     /// Accumulation is in f32; the result differs from `x · dequantize(W)ᵀ` computed exactly
     /// by the f32 accumulation error plus one rounding to `x`'s dtype.
