@@ -80,41 +80,29 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
             acc[m][r] = 0.0f;
         }
     }
-    // Ask L2 for the warp's whole rows at once (prefetches need no registers), so the DRAM
-    // queue is full from the start; the loads below then mostly hit L2.
-    {
-        const uint32_t lines = (kc * 16 + 127) / 128;
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const char *base = reinterpret_cast<const char *>(rowp[r]);
-            for (uint32_t l = lane; l < lines; l += 32) {
-                asm volatile("prefetch.global.L2 [%0];" ::"l"(base + (uint64_t)l * 128));
-            }
-        }
-    }
-    // Software pipeline: the next chunk's codes are in flight while this one is multiplied.
+    // Software pipeline: the next chunk's codes, scales and zero points are in flight while
+    // this one is multiplied (a scale fetched only when needed would put one DRAM latency in
+    // every step).
     uint4 cur[R];
-    if (lane < kc) {
+    float scale[R], magic[R];
+    auto fetch = [&](uint32_t c, uint4 w[R], float sc[R], float mg[R]) {
+        const uint32_t g = c / d.chunks_per_group;
 #pragma unroll
         for (int r = 0; r < R; ++r) {
-            cur[r] = __ldg(rowp[r] + lane);
+            w[r] = __ldg(rowp[r] + c);
+            const uint64_t gi = (uint64_t)min(row0 + r, d.n - 1) * gpr + g;
+            sc[r] = __ldg(scales + gi);
+            mg[r] = QL_MAGIC + (float)(ASYM ? (int32_t)__ldg(zeros + gi) : zero);
         }
+    };
+    if (lane < kc) {
+        fetch(lane, cur, scale, magic);
     }
     for (uint32_t c = lane; c < kc; c += 32) {
         uint4 nxt[R];
+        float nscale[R], nmagic[R];
         if (c + 32 < kc) {
-#pragma unroll
-            for (int r = 0; r < R; ++r) {
-                nxt[r] = __ldg(rowp[r] + c + 32);
-            }
-        }
-        const uint32_t g = c / d.chunks_per_group;
-        float scale[R], magic[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const uint64_t gi = (uint64_t)min(row0 + r, d.n - 1) * gpr + g;
-            scale[r] = scales[gi];
-            magic[r] = QL_MAGIC + (float)(ASYM ? (int32_t)zeros[gi] : zero);
+            fetch(c + 32, nxt, nscale, nmagic);
         }
         float part[M][R];
 #pragma unroll
@@ -155,6 +143,8 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             cur[r] = nxt[r];
+            scale[r] = nscale[r];
+            magic[r] = nmagic[r];
         }
     }
 #pragma unroll
