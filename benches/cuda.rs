@@ -60,7 +60,8 @@ impl Bench {
     /// Keep the GPU busy ~3 ms so the host can enqueue ahead of it.
     fn head_start(&mut self) -> Res<()> {
         for _ in 0..4 {
-            self.stream.memcpy_dtod(&self.copy_src, &mut self.copy_dst)?;
+            self.stream
+                .memcpy_dtod(&self.copy_src, &mut self.copy_dst)?;
         }
         Ok(())
     }
@@ -200,12 +201,22 @@ fn main() -> Res<()> {
         q_sym.dequantize_to(&dev, DType::BF16)?;
         Ok(())
     })?;
-    b.add("dequantize_to(cuda) from host codes (upload + decode)", us, 0.0, None);
+    b.add(
+        "dequantize_to(cuda) from host codes (upload + decode)",
+        us,
+        0.0,
+        None,
+    );
 
     // --- Peers on the weight: cuBLAS bf16 and Candle's Q4_0.
     let w_bf16 = w.clone();
     let q40: Vec<QMatMul> = (0..ROTATE)
-        .map(|_| QMatMul::from_qtensor(QTensor::quantize(&w.to_dtype(DType::F32)?, GgmlDType::Q4_0)?))
+        .map(|_| {
+            QMatMul::from_qtensor(QTensor::quantize(
+                &w.to_dtype(DType::F32)?,
+                GgmlDType::Q4_0,
+            )?)
+        })
         .collect::<candle_core::Result<_>>()?;
 
     // --- GEMV / GEMM: y = x · Wᵀ, x [m, 8192] bf16.
@@ -313,7 +324,10 @@ fn main() -> Res<()> {
         // Correctness spot check against the checked path.
         let checked = quantlens::cross_entropy_per_sample(&logits, &targets)?;
         let host = checked.to_vec1::<f32>()?;
-        println!("    (checked losses: mean {:.4})", host.iter().sum::<f32>() / rows as f32);
+        println!(
+            "    (checked losses: mean {:.4})",
+            host.iter().sum::<f32>() / rows as f32
+        );
     }
     println!("total {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -354,9 +354,14 @@ fn int4(rows: usize, cols: usize, group: usize, symmetric: bool, seed: u64) -> Q
 #[test]
 fn resident_dequantize_is_bit_exact() {
     let dev = gpu();
-    for (k, &(rows, cols, group)) in [(1usize, 128usize, 128usize), (3, 256, 32), (17, 384, 64), (64, 4096, 128)]
-        .iter()
-        .enumerate()
+    for (k, &(rows, cols, group)) in [
+        (1usize, 128usize, 128usize),
+        (3, 256, 32),
+        (17, 384, 64),
+        (64, 4096, 128),
+    ]
+    .iter()
+    .enumerate()
     {
         for symmetric in [true, false] {
             let q = int4(rows, cols, group, symmetric, 500 + k as u64);
@@ -367,7 +372,11 @@ fn resident_dequantize_is_bit_exact() {
                 poison(&dev, q.numel() * 4);
                 let out = w.dequantize(dtype).unwrap();
                 assert_eq!(out.dims(), &[rows, cols]);
-                assert_eq!(bits(&out), cpu, "{rows}x{cols} g{group} sym={symmetric} {dtype:?}");
+                assert_eq!(
+                    bits(&out),
+                    cpu,
+                    "{rows}x{cols} g{group} sym={symmetric} {dtype:?}"
+                );
             }
         }
     }
@@ -400,9 +409,15 @@ fn fused_matmul_matches_an_f64_reference() {
     // tiled kernel multiplies dequantize(W) in that dtype, the GEMV in f32), each ≤ ε·Σ|x·w|,
     // plus f32 accumulation, ≤ 1e-5·Σ|x·w| for these k (≤ 1024).
     let dev = gpu();
-    for (case, &(n, k, group)) in [(1usize, 128usize, 128usize), (5, 256, 64), (33, 384, 128), (130, 1024, 128), (70, 96, 32)]
-        .iter()
-        .enumerate()
+    for (case, &(n, k, group)) in [
+        (1usize, 128usize, 128usize),
+        (5, 256, 64),
+        (33, 384, 128),
+        (130, 1024, 128),
+        (70, 96, 32),
+    ]
+    .iter()
+    .enumerate()
     {
         for symmetric in [true, false] {
             let q = int4(n, k, group, symmetric, 600 + case as u64);
@@ -457,7 +472,9 @@ fn fused_matmul_keeps_leading_dims_and_views() {
     let wide = weights(6, 257, 11).to_device(&dev).unwrap();
     let view = wide.narrow(1, 1, 256).unwrap();
     let got = w.matmul(&view).unwrap();
-    let want = w.matmul(&view.contiguous().unwrap().copy().unwrap()).unwrap();
+    let want = w
+        .matmul(&view.contiguous().unwrap().copy().unwrap())
+        .unwrap();
     assert_eq!(f64s(&got), f64s(&want));
 }
 
@@ -496,10 +513,16 @@ fn fused_matmul_rejects_bad_input() {
         .unwrap()
         .quantize(&weights(4, 256, 1), None)
         .unwrap();
-    assert!(matches!(CudaQuantizedWeight::new(&q8, &dev), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        CudaQuantizedWeight::new(&q8, &dev),
+        Err(Error::Unsupported(_))
+    ));
     // Groups that are not whole 32-code chunks (k = 200, group 40): an error, not a slow path.
     let q40 = int4(4, 200, 40, true, 2);
-    assert!(matches!(CudaQuantizedWeight::new(&q40, &dev), Err(Error::Unsupported(_))));
+    assert!(matches!(
+        CudaQuantizedWeight::new(&q40, &dev),
+        Err(Error::Unsupported(_))
+    ));
     // Per-tensor groups span rows: the group does not divide the columns.
     let qt = UniformQuantizer::new(QuantSpec::int4().with_granularity(Granularity::PerTensor))
         .unwrap()
@@ -533,16 +556,27 @@ fn ce_ref(x: &[f64], t: usize) -> f64 {
         .map(|(_, &v)| (v - m).exp())
         .sum();
     let d = m - xt;
-    if d < 700.0 { (s * d.exp()).ln_1p() } else { s.ln() + d }
+    if d < 700.0 {
+        (s * d.exp()).ln_1p()
+    } else {
+        s.ln() + d
+    }
 }
 
 #[test]
 fn fused_cross_entropy_matches_an_f64_reference() {
     let dev = gpu();
     // Vocabularies not a multiple of 8 (scalar path) and multiples (16-byte loads).
-    for (case, &(rows, cols)) in [(1usize, 1usize), (3, 7), (5, 1000), (17, 4099), (9, 8192), (4, 32773)]
-        .iter()
-        .enumerate()
+    for (case, &(rows, cols)) in [
+        (1usize, 1usize),
+        (3, 7),
+        (5, 1000),
+        (17, 4099),
+        (9, 8192),
+        (4, 32773),
+    ]
+    .iter()
+    .enumerate()
     {
         let mut rng = quantlens::rng::SplitMix64::new(800 + case as u64);
         let mut x: Vec<f32> = (0..rows * cols)
@@ -589,7 +623,10 @@ fn fused_cross_entropy_matches_an_f64_reference() {
                         } else {
                             (g - w).abs() <= 1e-5 * w.abs() + 1e-37
                         };
-                        assert!(ok, "{which} {rows}x{cols} {dtype:?} {tdtype:?} row {r}: {g:e} vs {w:e}");
+                        assert!(
+                            ok,
+                            "{which} {rows}x{cols} {dtype:?} {tdtype:?} row {r}: {g:e} vs {w:e}"
+                        );
                     }
                 }
             }
@@ -613,7 +650,9 @@ fn fused_cross_entropy_rejects_bad_input() {
     }
     match quantlens::cross_entropy_per_sample(&logits, &t(vec![0, -1, 1, 2])) {
         Err(Error::TargetOutOfRange {
-            index: 1, value: -1, ..
+            index: 1,
+            value: -1,
+            ..
         }) => {}
         other => panic!("{other:?}"),
     }
@@ -636,7 +675,10 @@ fn fused_cross_entropy_rejects_bad_input() {
         Err(Error::RankMismatch { .. })
     ));
     assert!(matches!(
-        quantlens::cross_entropy_per_sample(&logits, &logits.narrow(1, 0, 1).unwrap().squeeze(1).unwrap()),
+        quantlens::cross_entropy_per_sample(
+            &logits,
+            &logits.narrow(1, 0, 1).unwrap().squeeze(1).unwrap()
+        ),
         Err(Error::NonIntegerTargets { .. })
     ));
     // A NaN logit is named exactly as on the CPU.
@@ -644,7 +686,10 @@ fn fused_cross_entropy_rejects_bad_input() {
     v[77] = f32::NAN;
     let host = Tensor::from_vec(v, (4, 40), &Device::Cpu).unwrap();
     let tt = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
-    let cpu = CrossEntropy::new().per_sample_losses(&host, &tt).unwrap_err().to_string();
+    let cpu = CrossEntropy::new()
+        .per_sample_losses(&host, &tt)
+        .unwrap_err()
+        .to_string();
     let gpu_err = quantlens::cross_entropy_per_sample(
         &host.to_device(&dev).unwrap(),
         &tt.to_device(&dev).unwrap(),

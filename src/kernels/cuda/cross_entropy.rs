@@ -74,11 +74,17 @@ impl RowsOp {
         let (name, func) = match targets.dtype() {
             DType::U32 => {
                 let name = format!("ql_cross_entropy_{suffix}_u32");
-                (name.clone(), dev.get_or_load_custom_func(&name, MODULE, PTX)?)
+                (
+                    name.clone(),
+                    dev.get_or_load_custom_func(&name, MODULE, PTX)?,
+                )
             }
             DType::I64 => {
                 let name = format!("ql_cross_entropy_{suffix}_i64");
-                (name.clone(), dev.get_or_load_custom_func(&name, MODULE, PTX)?)
+                (
+                    name.clone(),
+                    dev.get_or_load_custom_func(&name, MODULE, PTX)?,
+                )
             }
             other => candle_core::bail!("quantlens-cross-entropy: targets dtype {other:?}"),
         };
@@ -94,7 +100,11 @@ impl RowsOp {
             b.arg(&t64);
         }
         let mut bad = bad;
-        b.arg(&cols32).arg(&vec).arg(&skip).arg(&mut out).arg(&mut bad);
+        b.arg(&cols32)
+            .arg(&vec)
+            .arg(&skip)
+            .arg(&mut out)
+            .arg(&mut bad);
         // SAFETY: argument types and order match `CE_KERNEL` in `cross_entropy.cu`; the logits
         // hold rows·cols elements, the targets `rows`; the kernel reads a target's logit only
         // after checking it is in 0..cols.
@@ -244,7 +254,9 @@ fn run(logits: &Tensor, targets: &Tensor, skip: bool) -> Result<(Tensor, CudaSli
         skip,
         bad: Mutex::new(None),
     };
-    let losses = logits.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &op)?;
+    let losses = logits
+        .contiguous()?
+        .apply_op2_no_bwd(&targets.contiguous()?, &op)?;
     let bad = op
         .bad
         .into_inner()

@@ -13,7 +13,9 @@ mod quantize;
 mod weight;
 
 pub(crate) use cross_entropy::cross_entropy_rows;
-pub use cross_entropy::{PendingLosses, cross_entropy_per_sample, cross_entropy_per_sample_deferred};
+pub use cross_entropy::{
+    PendingLosses, cross_entropy_per_sample, cross_entropy_per_sample_deferred,
+};
 pub(crate) use dequantize::dequantize;
 pub(crate) use quantize::quantize_uniform;
 pub use weight::CudaQuantizedWeight;

@@ -29,9 +29,10 @@ template <typename T> struct QlVec {
 };
 
 #define GEMV_WARPS 8
-// Weight rows per warp. 4 would halve the activation loads (from L1) but spills registers
-// from 4 tokens on; 2 keeps every count spill-free.
-#define GEMV_ROWS(M) 2
+// Weight rows per warp: 4 for one token of f32 (each 32-byte activation load then feeds 4
+// rows: 41.5 -> 25.8 us on 8192^2), 2 otherwise (for one bf16 token 4 rows measured 22.7 us
+// against 21.5; from 2 tokens on 4 rows spill registers).
+#define GEMV_ROWS(T, M) ((M) == 1 && sizeof(T) == 4 ? 4 : 2)
 
 // Eight activations (one 32-bit word of codes) of token row `xr` at column `col`, as f32.
 template <typename T>
@@ -57,7 +58,7 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
                                         const float *__restrict__ scales,
                                         const uint8_t *__restrict__ zeros, int32_t zero,
                                         MatmulDims d, T *__restrict__ y) {
-    constexpr int R = GEMV_ROWS(M);
+    constexpr int R = GEMV_ROWS(T, M);
     const uint32_t lane = threadIdx.x & 31u;
     const uint32_t warp = threadIdx.x >> 5;
     const uint32_t row0 = (blockIdx.x * GEMV_WARPS + warp) * R;
@@ -163,11 +164,10 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
     }
 }
 
-// 1 token: at most 64 registers, so 4 blocks (32 warps) fit per SM and an 8192-row weight
-// (4096 warps) runs in one wave on 132 SMs instead of 1.3; more tokens: 2 blocks per SM (128
-// registers; capping 2-3 tokens at 80 to fit 3 blocks measured slower).
+// 2 blocks per SM (128 registers): for one token 8192 rows are 2048 warps, one wave on 132
+// SMs; capping 2-3 tokens at 80 registers to fit 3 blocks measured slower.
 #define GEMV_KERNEL(NAME, T, M)                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, (M) == 1 ? 4 : 2)             \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)             \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
              int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \

@@ -23,9 +23,10 @@ const MODULE: &str = "quantlens_qmatmul";
 /// Rows of `x` handled by one GEMV launch; `GEMV_KERNELS` in `qmatmul.cu` has one kernel per
 /// count up to this.
 pub(crate) const GEMV_MAX_TOKENS: usize = 8;
-/// Weight rows per GEMV block for `m` tokens: `GEMV_WARPS · GEMV_ROWS(m)` in `qmatmul.cu`.
-fn gemv_rows_per_block(_m: usize) -> usize {
-    8 * 2
+/// Weight rows per GEMV block for `m` tokens of `dtype`: `GEMV_WARPS · GEMV_ROWS(T, m)` in
+/// `qmatmul.cu`.
+fn gemv_rows_per_block(m: usize, dtype: DType) -> usize {
+    8 * if m == 1 && dtype == DType::F32 { 4 } else { 2 }
 }
 /// Up to this many rows of f16/bf16 `x` the GEMV runs; above, the tensor cores win (8192²,
 /// H100: GEMV 43 µs at 4 rows, 75 µs at 8; tiled 50 µs at 16).
@@ -118,7 +119,7 @@ impl QMatmul<'_> {
             if !tiled {
                 let name = format!("ql_gemv_u4_{suffix}_m{rows}");
                 let cfg = LaunchConfig {
-                    grid_dim: (n.div_ceil(gemv_rows_per_block(rows)) as u32, 1, 1),
+                    grid_dim: (n.div_ceil(gemv_rows_per_block(rows, T::DTYPE)) as u32, 1, 1),
                     block_dim: (256, 1, 1),
                     shared_mem_bytes: 0,
                 };
@@ -158,11 +159,16 @@ impl QMatmul<'_> {
                 None
             };
             let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(bn) as u32, rows.div_ceil(bm) as u32, splits as u32),
+                grid_dim: (
+                    n.div_ceil(bn) as u32,
+                    rows.div_ceil(bm) as u32,
+                    splits as u32,
+                ),
                 block_dim: (threads, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let func = dev.get_or_load_custom_func(&format!("ql_mm_u4_{suffix}_{size}"), MODULE, PTX)?;
+            let func =
+                dev.get_or_load_custom_func(&format!("ql_mm_u4_{suffix}_{size}"), MODULE, PTX)?;
             let mut b = func.builder();
             b.arg(&xs).arg(codes).arg(scales);
             match zeros {
