@@ -164,10 +164,13 @@ __device__ __forceinline__ void gemv_u4(const T *__restrict__ x, const uint4 *__
     }
 }
 
-// 2 blocks per SM (128 registers): for one token 8192 rows are 2048 warps, one wave on 132
-// SMs; capping 2-3 tokens at 80 registers to fit 3 blocks measured slower.
+// One token of f16/bf16: at most 64 registers, so 4 blocks (32 warps) fit per SM and an
+// 8192-row weight (4096 warps) runs in one wave on 132 SMs instead of 1.3 (ncu: 3 blocks/SM
+// at 128 registers, 23.8 us against 21.5). Otherwise 2 blocks per SM (128 registers; capping
+// 2-3 tokens at 80 registers to fit 3 blocks measured slower).
+#define GEMV_MIN_BLOCKS(T, M) ((M) == 1 && sizeof(T) == 2 ? 4 : 2)
 #define GEMV_KERNEL(NAME, T, M)                                                                 \
-    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, 2)             \
+    extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32, GEMV_MIN_BLOCKS(T, M))        \
         NAME(const T *__restrict__ x, const uint4 *__restrict__ codes,                          \
              const float *__restrict__ scales, const uint8_t *__restrict__ zeros,               \
              int32_t zero, MatmulDims d, T *__restrict__ y) {                                   \
