@@ -8,7 +8,11 @@ use std::process::Command;
 const KERNELS: &[&str] = &[
     "src/kernels/cuda/dequantize.cu",
     "src/kernels/cuda/quantize.cu",
+    "src/kernels/cuda/qmatmul.cu",
+    "src/kernels/cuda/cross_entropy.cu",
 ];
+/// Headers the kernels include.
+const HEADERS: &[&str] = &["src/kernels/cuda/int4.cuh"];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -19,6 +23,9 @@ fn main() {
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let nvcc = nvcc();
+    for h in HEADERS {
+        println!("cargo::rerun-if-changed={h}");
+    }
     for src in KERNELS {
         println!("cargo::rerun-if-changed={src}");
         let stem = Path::new(src)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproducible CUDA build on a CPU-only machine (docs/cuda.md).
 #
-# usage: scripts/cuda-build.sh [setup|lib|tests|all]   (default: all = setup + tests)
+# usage: scripts/cuda-build.sh [setup|lib|tests|benches|all|env]   (default: all = setup + tests
+#        + benches)
 #
 # 1. setup: nvcc 13.0 (must match the GPU machines' CUDA 13.0 driver) from PyPI wheels into a
 #    venv OUTSIDE git ($QUANTLENS_CUDA_CACHE, default ~/.cache/quantlens-cuda), plus link stubs
@@ -9,6 +10,9 @@
 # 2. tests: `cargo test --release --features cuda --no-run` for the CUDA test binaries, then
 #    gzipped copies in target/cuda-dist/ (git-ignored) for the `run` tool's carry:
 #        gunzip -c target/cuda-dist/cuda.gz > /tmp/cuda && chmod +x /tmp/cuda && /tmp/cuda
+# 3. benches: `cargo bench --features cuda --no-run` for benches/cuda.rs, gzipped as
+#    target/cuda-dist/cuda-bench.gz, plus a copy of its PyTorch peer benches/cuda_peer.py.
+# CARGO_TARGET_DIR is honoured (e.g. a persistent /work/cuda-target shared by sessions).
 # Prints the environment to reuse (e.g. for `cargo clippy --features cuda`) with `env`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,31 +47,46 @@ setup() {
     fi
 }
 
+# gzip every executable of kind $1 listed in target/cuda-dist/build.json as <name><$2>.gz
+ship() {
+    KIND=$1 SUFFIX=$2 "$PY" - <<'PY'
+import json, gzip, hashlib, os
+kind, suffix = os.environ["KIND"], os.environ["SUFFIX"]
+for line in open("target/cuda-dist/build.json"):
+    if not line.startswith("{"):
+        continue
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == [kind]:
+        name = m["target"]["name"] + suffix
+        with open(m["executable"], "rb") as f, gzip.open(f"target/cuda-dist/{name}.gz", "wb", 6) as g:
+            data = f.read(); g.write(data)
+        print(f"target/cuda-dist/{name}.gz  <- {m['executable']} ({len(data)/1e6:.1f} MB, sha256 {hashlib.sha256(data).hexdigest()[:16]})")
+PY
+}
+
 build_tests() {
     mkdir -p target/cuda-dist
     local args=() t
     for t in "${TESTS[@]}"; do args+=(--test "$t"); done
     cargo test --release --features cuda "${args[@]}" --no-run --message-format=json \
         > target/cuda-dist/build.json
-    "$PY" - <<'PY'
-import json, gzip, shutil, hashlib
-for line in open("target/cuda-dist/build.json"):
-    if not line.startswith("{"):
-        continue
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
-        name = m["target"]["name"]
-        with open(m["executable"], "rb") as f, gzip.open(f"target/cuda-dist/{name}.gz", "wb", 9) as g:
-            data = f.read(); g.write(data)
-        print(f"target/cuda-dist/{name}.gz  <- {m['executable']} ({len(data)/1e6:.1f} MB, sha256 {hashlib.sha256(data).hexdigest()[:16]})")
-PY
+    ship test ""
+}
+
+build_benches() {
+    mkdir -p target/cuda-dist
+    cargo bench --features cuda --bench cuda --no-run --message-format=json \
+        > target/cuda-dist/build.json
+    ship bench -bench
+    cp benches/cuda_peer.py target/cuda-dist/
 }
 
 case "${1:-all}" in
     setup) setup ;;
     lib) setup; cargo build --release --features cuda ;;
     tests) setup; build_tests ;;
-    all) setup; build_tests ;;
+    benches) setup; build_benches ;;
+    all) setup; build_tests; build_benches ;;
     env) setup >&2; echo "export CUDA_HOME=$CUDA_HOME PATH=$CUDA_HOME/bin:\$PATH CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" ;;
-    *) echo "usage: $0 [setup|lib|tests|all|env]" >&2; exit 2 ;;
+    *) echo "usage: $0 [setup|lib|tests|benches|all|env]" >&2; exit 2 ;;
 esac

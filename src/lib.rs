@@ -151,3 +151,10 @@ pub use quant::{
 };
 pub use quant::{AwqQuantizer, SmoothQuantizer};
 pub use quant::{GptqQuantizer, GptqReport};
+
+/// CUDA kernels with a public entry point (feature `cuda`): the device-resident 4-bit weight
+/// with its fused matmul, and the fused per-sample cross-entropy.
+#[cfg(feature = "cuda")]
+pub use kernels::cuda::{
+    CudaQuantizedWeight, PendingLosses, cross_entropy_per_sample, cross_entropy_per_sample_deferred,
+};

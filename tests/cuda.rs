@@ -336,3 +336,370 @@ fn profile_8192_int4_g128() {
         drop((out, peer));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Device-resident 4-bit weights, fused matmul, fused cross-entropy.
+
+use quantlens::{CrossEntropy, CudaQuantizedWeight, Error, LossProbe};
+
+fn int4(rows: usize, cols: usize, group: usize, symmetric: bool, seed: u64) -> QuantizedTensor {
+    let spec = QuantSpec::int4().per_group(group);
+    let spec = if symmetric { spec } else { spec.asymmetric() };
+    UniformQuantizer::new(spec)
+        .unwrap()
+        .quantize(&weights(rows, cols, seed), None)
+        .unwrap()
+}
+
+#[test]
+fn resident_dequantize_is_bit_exact() {
+    let dev = gpu();
+    for (k, &(rows, cols, group)) in [
+        (1usize, 128usize, 128usize),
+        (3, 256, 32),
+        (17, 384, 64),
+        (64, 4096, 128),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for symmetric in [true, false] {
+            let q = int4(rows, cols, group, symmetric, 500 + k as u64);
+            let w = CudaQuantizedWeight::new(&q, &dev).unwrap();
+            assert_eq!(w.is_asymmetric(), !symmetric);
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let cpu = bits(&q.dequantize_to(&Device::Cpu, dtype).unwrap());
+                poison(&dev, q.numel() * 4);
+                let out = w.dequantize(dtype).unwrap();
+                assert_eq!(out.dims(), &[rows, cols]);
+                assert_eq!(
+                    bits(&out),
+                    cpu,
+                    "{rows}x{cols} g{group} sym={symmetric} {dtype:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Row-major values of a float tensor as f64 (after its own rounding).
+fn f64s(t: &Tensor) -> Vec<f64> {
+    t.to_device(&Device::Cpu)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+/// Unit roundoff of a dtype's significand.
+fn eps(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => f64::from(f32::EPSILON) / 2.0,
+        DType::F16 => 2f64.powi(-11),
+        _ => 2f64.powi(-8),
+    }
+}
+
+#[test]
+fn fused_matmul_matches_an_f64_reference() {
+    // Tolerance per output: the output rounding and W rounded to the activation dtype (the
+    // tiled kernel multiplies dequantize(W) in that dtype, the GEMV in f32), each ≤ ε·Σ|x·w|,
+    // plus f32 accumulation, ≤ 1e-5·Σ|x·w| for these k (≤ 1024).
+    let dev = gpu();
+    for (case, &(n, k, group)) in [
+        (1usize, 128usize, 128usize),
+        (5, 256, 64),
+        (33, 384, 128),
+        (130, 1024, 128),
+        (70, 96, 32),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for symmetric in [true, false] {
+            let q = int4(n, k, group, symmetric, 600 + case as u64);
+            let w = CudaQuantizedWeight::new(&q, &dev).unwrap();
+            let wf = f64s(&q.dequantize_to(&Device::Cpu, DType::F32).unwrap());
+            // f32: GEMV up to 8, then dequantize + cuBLAS. f16/bf16: GEMV up to 4, tiled up to
+            // 64 (split-k where the tile count is low), then dequantize + cuBLAS.
+            for m in [1usize, 2, 3, 5, 8, 9, 16, 17, 33, 64, 70, 130] {
+                let x32 = weights(m, k, 700 + m as u64);
+                for dtype in [DType::F32, DType::F16, DType::BF16] {
+                    let x = x32.to_dtype(dtype).unwrap();
+                    let xf = f64s(&x);
+                    poison(&dev, m * n * 4);
+                    let y = w.matmul(&x.to_device(&dev).unwrap()).unwrap();
+                    assert_eq!(y.dims(), &[m, n]);
+                    assert_eq!(y.dtype(), dtype);
+                    let y = f64s(&y);
+                    let e = eps(dtype);
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (mut r, mut a) = (0.0, 0.0);
+                            for l in 0..k {
+                                r += xf[i * k + l] * wf[j * k + l];
+                                a += (xf[i * k + l] * wf[j * k + l]).abs();
+                            }
+                            let tol = e * r.abs() + (e + 1e-5) * a + 1e-30;
+                            let got = y[i * n + j];
+                            assert!(
+                                (got - r).abs() <= tol,
+                                "n={n} k={k} g={group} sym={symmetric} m={m} {dtype:?} [{i},{j}]: {got} vs {r} (tol {tol:e})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_matmul_keeps_leading_dims_and_views() {
+    let dev = gpu();
+    let q = int4(48, 256, 128, true, 9);
+    let w = CudaQuantizedWeight::new(&q, &dev).unwrap();
+    let x = weights(6, 256, 10).to_device(&dev).unwrap();
+    let flat = w.matmul(&x).unwrap();
+    let y = w.matmul(&x.reshape((2, 3, 256)).unwrap()).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 48]);
+    assert_eq!(f64s(&y), f64s(&flat));
+    // A row view whose start is not 16-byte aligned (offset 1 row of 256 f32 is; 1 element is
+    // not): narrow the columns of a wider tensor, which makes `matmul` copy.
+    let wide = weights(6, 257, 11).to_device(&dev).unwrap();
+    let view = wide.narrow(1, 1, 256).unwrap();
+    let got = w.matmul(&view).unwrap();
+    let want = w
+        .matmul(&view.contiguous().unwrap().copy().unwrap())
+        .unwrap();
+    assert_eq!(f64s(&got), f64s(&want));
+}
+
+#[test]
+fn fused_matmul_rejects_bad_input() {
+    let dev = gpu();
+    let q = int4(16, 256, 128, true, 12);
+    let w = CudaQuantizedWeight::new(&q, &dev).unwrap();
+    let x = Tensor::zeros((2, 256), DType::F32, &dev).unwrap();
+    assert!(matches!(
+        w.matmul(&x.to_dtype(DType::U32).unwrap()),
+        Err(Error::UnsupportedDType { .. })
+    ));
+    assert!(matches!(
+        w.matmul(&Tensor::zeros((2, 255), DType::F32, &dev).unwrap()),
+        Err(Error::ShapeMismatch(_))
+    ));
+    assert!(matches!(
+        w.matmul(&Tensor::new(1f32, &dev).unwrap()),
+        Err(Error::RankMismatch { .. })
+    ));
+    assert!(matches!(
+        w.matmul(&Tensor::zeros((0, 256), DType::F32, &dev).unwrap()),
+        Err(Error::EmptyTensor { .. })
+    ));
+    assert!(matches!(
+        w.matmul(&Tensor::zeros((2, 256), DType::F32, &Device::Cpu).unwrap()),
+        Err(Error::UnsupportedDevice { .. })
+    ));
+    // Weights the kernels do not take.
+    assert!(matches!(
+        CudaQuantizedWeight::new(&q, &Device::Cpu),
+        Err(Error::UnsupportedDevice { .. })
+    ));
+    let q8 = UniformQuantizer::new(QuantSpec::int8().per_group(128))
+        .unwrap()
+        .quantize(&weights(4, 256, 1), None)
+        .unwrap();
+    assert!(matches!(
+        CudaQuantizedWeight::new(&q8, &dev),
+        Err(Error::Unsupported(_))
+    ));
+    // Groups that are not whole 32-code chunks (k = 200, group 40): an error, not a slow path.
+    let q40 = int4(4, 200, 40, true, 2);
+    assert!(matches!(
+        CudaQuantizedWeight::new(&q40, &dev),
+        Err(Error::Unsupported(_))
+    ));
+    // Per-tensor groups span rows: the group does not divide the columns.
+    let qt = UniformQuantizer::new(QuantSpec::int4().with_granularity(Granularity::PerTensor))
+        .unwrap()
+        .quantize(&weights(4, 64, 3), None)
+        .unwrap();
+    assert!(matches!(
+        CudaQuantizedWeight::new(&qt, &dev),
+        Err(Error::GroupSizeMismatch { .. })
+    ));
+}
+
+/// Cross-entropy of row `x` with target `t` in f64: ln(1 + Σ_{i≠t} e^{x_i − x_t}), formed
+/// around the max of the other entries so that nothing overflows.
+fn ce_ref(x: &[f64], t: usize) -> f64 {
+    let xt = x[t];
+    if xt == f64::NEG_INFINITY {
+        return f64::INFINITY;
+    }
+    let m = x
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != t)
+        .fold(f64::NEG_INFINITY, |m, (_, &v)| m.max(v));
+    if m == f64::NEG_INFINITY {
+        return 0.0;
+    }
+    let s: f64 = x
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != t)
+        .map(|(_, &v)| (v - m).exp())
+        .sum();
+    let d = m - xt;
+    if d < 700.0 {
+        (s * d.exp()).ln_1p()
+    } else {
+        s.ln() + d
+    }
+}
+
+#[test]
+fn fused_cross_entropy_matches_an_f64_reference() {
+    let dev = gpu();
+    // Vocabularies not a multiple of 8 (scalar path) and multiples (16-byte loads).
+    for (case, &(rows, cols)) in [
+        (1usize, 1usize),
+        (3, 7),
+        (5, 1000),
+        (17, 4099),
+        (9, 8192),
+        (4, 32773),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut rng = quantlens::rng::SplitMix64::new(800 + case as u64);
+        let mut x: Vec<f32> = (0..rows * cols)
+            .map(|_| (rng.normal() * 4.0) as f32)
+            .collect();
+        let mut t: Vec<u32> = (0..rows)
+            .map(|_| (rng.next_u64() % cols as u64) as u32)
+            .collect();
+        if cols > 1 {
+            // Row 0: a dominant target (loss ~ 1e-9·cols); a masked (−∞) class.
+            t[0] = (cols / 2) as u32;
+            x[cols / 2] = 40.0;
+            x[cols - 1] = f32::NEG_INFINITY;
+        }
+        if rows > 2 {
+            // Row 2: a −∞ target logit, loss +∞.
+            x[2 * cols + t[2] as usize] = f32::NEG_INFINITY;
+        }
+        let x32 = Tensor::from_vec(x, (rows, cols), &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let logits = x32.to_dtype(dtype).unwrap();
+            let xf = f64s(&logits);
+            let want: Vec<f64> = (0..rows)
+                .map(|r| ce_ref(&xf[r * cols..(r + 1) * cols], t[r] as usize))
+                .collect();
+            let lg = logits.to_device(&dev).unwrap();
+            for tdtype in [DType::U32, DType::I64] {
+                let tt = Tensor::from_vec(t.clone(), rows, &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(tdtype)
+                    .unwrap()
+                    .to_device(&dev)
+                    .unwrap();
+                poison(&dev, rows * 4);
+                let got = quantlens::cross_entropy_per_sample(&lg, &tt).unwrap();
+                assert!(got.device().is_cuda());
+                let probe = CrossEntropy::new().per_sample_losses(&lg, &tt).unwrap();
+                assert!(probe.device().is_cuda());
+                for (which, got) in [("fused", f64s(&got)), ("probe", f64s(&probe))] {
+                    for r in 0..rows {
+                        let (g, w) = (got[r], want[r]);
+                        let ok = if w.is_infinite() {
+                            g == w
+                        } else {
+                            (g - w).abs() <= 1e-5 * w.abs() + 1e-37
+                        };
+                        assert!(
+                            ok,
+                            "{which} {rows}x{cols} {dtype:?} {tdtype:?} row {r}: {g:e} vs {w:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_cross_entropy_rejects_bad_input() {
+    let dev = gpu();
+    let logits = weights(4, 40, 5).to_device(&dev).unwrap();
+    let t = |v: Vec<i64>| Tensor::new(v, &dev).unwrap();
+    match quantlens::cross_entropy_per_sample(&logits, &t(vec![0, 39, 40, 3])) {
+        Err(Error::TargetOutOfRange {
+            index: 2,
+            value: 40,
+            classes: 40,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match quantlens::cross_entropy_per_sample(&logits, &t(vec![0, -1, 1, 2])) {
+        Err(Error::TargetOutOfRange {
+            index: 1,
+            value: -1,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let u = Tensor::new(&[0u32, 1, 2, 1000], &dev).unwrap();
+    assert!(matches!(
+        quantlens::cross_entropy_per_sample(&logits, &u),
+        Err(Error::TargetOutOfRange { index: 3, .. })
+    ));
+    // The probe validates on the host and says the same.
+    assert!(matches!(
+        CrossEntropy::new().per_sample_losses(&logits, &u),
+        Err(Error::TargetOutOfRange { index: 3, .. })
+    ));
+    assert!(matches!(
+        quantlens::cross_entropy_per_sample(&logits, &t(vec![0, 1, 2])),
+        Err(Error::ShapeMismatch(_))
+    ));
+    assert!(matches!(
+        quantlens::cross_entropy_per_sample(&logits.flatten_all().unwrap(), &t(vec![0])),
+        Err(Error::RankMismatch { .. })
+    ));
+    assert!(matches!(
+        quantlens::cross_entropy_per_sample(
+            &logits,
+            &logits.narrow(1, 0, 1).unwrap().squeeze(1).unwrap()
+        ),
+        Err(Error::NonIntegerTargets { .. })
+    ));
+    // A NaN logit is named exactly as on the CPU.
+    let mut v: Vec<f32> = weights(4, 40, 6).flatten_all().unwrap().to_vec1().unwrap();
+    v[77] = f32::NAN;
+    let host = Tensor::from_vec(v, (4, 40), &Device::Cpu).unwrap();
+    let tt = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu).unwrap();
+    let cpu = CrossEntropy::new()
+        .per_sample_losses(&host, &tt)
+        .unwrap_err()
+        .to_string();
+    let gpu_err = quantlens::cross_entropy_per_sample(
+        &host.to_device(&dev).unwrap(),
+        &tt.to_device(&dev).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(gpu_err, cpu);
+    let probe_err = CrossEntropy::new()
+        .per_sample_losses(&host.to_device(&dev).unwrap(), &tt.to_device(&dev).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(probe_err, cpu);
+}

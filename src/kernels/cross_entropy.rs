@@ -2,10 +2,11 @@
 //!
 //! * CPU: the fused single-pass kernel of [`super::cpu::cross_entropy`], reading the tensor's
 //!   storage in place.
+//! * CUDA (feature `cuda`): the fused kernel of `super::cuda::cross_entropy` (one pass, same
+//!   formulation as the CPU kernel).
 //! * Any other device: a fallback from Candle ops (`log_softmax` + `gather`) run on that
-//!   device in f64, over chunks of rows so that the f64 copy stays under 256 MiB. It stands in
-//!   until a CUDA kernel lands. f64 because `lse − x_t` has an absolute error of a few ulp of
-//!   `lse`: in f32 a loss of 1e-8 at a dominant target rounds to 0; in f64 losses keep 1e-5
+//!   device in f64, over chunks of rows so that the f64 copy stays under 256 MiB. f64
+//!   because `lse − x_t` has an absolute error of a few ulp of `lse`: in f32 a loss of 1e-8 at a dominant target rounds to 0; in f64 losses keep 1e-5
 //!   relative accuracy down to about 1e-10·|lse| (the fused CPU kernel has no such floor).
 //!
 //! Both follow one contract: a −∞ target logit gives +∞, a NaN or +∞ logit in a counted row
@@ -26,6 +27,13 @@ pub(crate) fn cross_entropy_rows(logits: &Tensor, targets: &[Option<u32>]) -> Re
     match logits.device() {
         Device::Cpu => cpu_rows(logits, targets),
         device => {
+            #[cfg(feature = "cuda")]
+            let losses = if device.is_cuda() {
+                super::cuda::cross_entropy_rows(logits, targets)?
+            } else {
+                candle_rows(logits, targets)?
+            };
+            #[cfg(not(feature = "cuda"))]
             let losses = candle_rows(logits, targets)?;
             // NaN comes from a NaN or +∞ logit or from a row that is −∞ throughout; the CPU
             // kernel settles each case exactly (an error naming the element, or +∞).

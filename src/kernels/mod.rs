@@ -8,7 +8,7 @@
 pub(crate) mod cpu;
 mod cross_entropy;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub(crate) mod cuda;
 mod host;
 mod multiversion;
 pub(crate) mod scaled;

@@ -5,10 +5,16 @@
 //! points, affine offsets, unit-level tables), so both backends evaluate the same expression on
 //! the same inputs.
 
-use candle_core::cuda_backend::WrapErr;
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor,
+};
 
+use super::cuda_storage;
+use super::weight::CudaQuantizedWeight;
 use crate::error::{Error, Result};
 use crate::kernels::Domain;
 use crate::quant::{QuantFormat, QuantizedTensor};
@@ -17,6 +23,10 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/dequantize.ptx"));
 /// Name under which Candle caches the loaded module per device.
 const MODULE: &str = "quantlens_dequantize";
 const BLOCK: u32 = 256;
+/// Codes per 32-bit word of packed 4-bit codes: the unit of the fast 4-bit decode.
+const WORD: usize = 8;
+/// Words per thread of the fast 4-bit decode (`U4_WORDS_PER_LANE` in `dequantize.cu`).
+const WORDS_PER_THREAD: u32 = 4;
 /// Enough blocks to fill any current GPU; the kernel strides over the rest.
 const MAX_BLOCKS: usize = 1 << 16;
 
@@ -57,6 +67,9 @@ struct DecodeOp {
     in_scales: Vec<f32>,
     shape: Vec<usize>,
     dtype: DType,
+    /// Uniform 4-bit whose groups are whole 8-code words and no input scales to apply: the
+    /// fast kernel `ql_dequantize_u4_*` applies (zero points then as u8, `None` if symmetric).
+    fast_u4: Option<Option<Vec<u8>>>,
 }
 
 fn u32_of(v: usize, what: &str) -> Result<u32> {
@@ -106,7 +119,22 @@ impl DecodeOp {
             (Domain::Effective, Some(s)) => (s.to_f32_vec(), s.len()),
             _ => (vec![0f32], 0),
         };
+        let fast_u4 = match q.format() {
+            QuantFormat::Uniform { bits: 4, symmetric }
+                if cols == 0
+                    && q.group_len().is_multiple_of(WORD)
+                    && q.numel().is_multiple_of(WORD)
+                    && q.numel() / WORD <= u32::MAX as usize =>
+            {
+                Some(match (symmetric, q.zeros()) {
+                    (false, Some(z)) => Some(z.unpack()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
         Ok(DecodeOp {
+            fast_u4,
             params: Params {
                 n: q.numel() as u64,
                 bits: u32::from(q.format().code_bits()),
@@ -132,13 +160,28 @@ impl DecodeOp {
         layout: &Layout,
     ) -> candle_core::Result<CudaStorage>
     where
-        T: candle_core::cuda_backend::CudaDType + DeviceRepr,
+        T: CudaDType + DeviceRepr + candle_core::WithDType,
     {
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("packed codes must be contiguous".into()))?;
         let dev = &storage.device;
         let codes = storage.as_cuda_slice::<u8>()?.slice(start..end);
+        if let Some(zeros) = &self.fast_u4 {
+            let scales = dev.clone_htod(&self.scales)?;
+            let zeros = zeros.as_ref().map(|z| dev.clone_htod(z)).transpose()?;
+            let zero = self.zeros.first().copied().unwrap_or(8);
+            let out = launch_u4::<T>(
+                dev,
+                &codes,
+                &scales.as_view(),
+                zeros.as_ref().map(|z| z.as_view()).as_ref(),
+                zero,
+                self.params.n as usize,
+                self.params.group_len as usize,
+            )?;
+            return Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()));
+        }
         let scales = dev.clone_htod(&self.scales)?;
         let zeros = dev.clone_htod(&self.zeros)?;
         let aux = dev.clone_htod(&self.aux)?;
@@ -206,4 +249,122 @@ pub(crate) fn dequantize(
     let bytes = q.codes().bytes();
     let codes = Tensor::from_slice(bytes, bytes.len(), device)?;
     Ok(codes.apply_op1_no_bwd(&op)?)
+}
+
+/// Kernel name of the fast 4-bit decode for `dtype`.
+fn u4_kernel(dtype: DType) -> candle_core::Result<&'static str> {
+    Ok(match dtype {
+        DType::F32 => "ql_dequantize_u4_f32",
+        DType::F16 => "ql_dequantize_u4_f16",
+        DType::BF16 => "ql_dequantize_u4_bf16",
+        other => candle_core::bail!("quantlens-dequantize: unsupported dtype {other:?}"),
+    })
+}
+
+/// Launch the fast 4-bit decode of `n` codes (a multiple of 8, groups of `group_len`, a
+/// multiple of 8): each thread decodes four 32-bit words of 8 codes. `zeros`: one u8 zero
+/// point per group, or `None` for the symmetric `zero`.
+fn launch_u4<T: CudaDType + DeviceRepr + candle_core::WithDType>(
+    dev: &CudaDevice,
+    codes: &CudaView<'_, u8>,
+    scales: &CudaView<'_, f32>,
+    zeros: Option<&CudaView<'_, u8>>,
+    zero: i32,
+    n: usize,
+    group_len: usize,
+) -> candle_core::Result<CudaSlice<T>> {
+    let words = (n / WORD) as u32;
+    let words_per_group = (group_len / WORD) as u32;
+    // SAFETY: the kernel writes all n = 8·words elements.
+    let mut out = unsafe { dev.alloc::<T>(n) }?;
+    let func = dev.get_or_load_custom_func(u4_kernel(T::DTYPE)?, MODULE, PTX)?;
+    let cfg = LaunchConfig {
+        grid_dim: (words.div_ceil(BLOCK * WORDS_PER_THREAD).max(1), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let null = 0u64;
+    let mut b = func.builder();
+    b.arg(codes).arg(scales);
+    match zeros {
+        Some(z) => b.arg(z),
+        None => b.arg(&null),
+    };
+    b.arg(&zero).arg(&words).arg(&words_per_group).arg(&mut out);
+    // SAFETY: argument types and order match `DEQUANT_U4_KERNEL` in `dequantize.cu`; codes
+    // hold n/2 bytes, scales and zeros one entry per group (checked by the callers).
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(out)
+}
+
+/// Decode of a [`CudaQuantizedWeight`], applied to its codes tensor.
+struct ResidentDecode<'a> {
+    w: &'a CudaQuantizedWeight,
+    dtype: DType,
+}
+
+impl ResidentDecode<'_> {
+    fn launch<T: CudaDType + DeviceRepr + candle_core::WithDType>(
+        &self,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<CudaStorage> {
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("packed codes must be contiguous".into()))?;
+        let dev = &storage.device;
+        let codes = storage.as_cuda_slice::<u8>()?.slice(start..end);
+        let (sg, _) = self.w.scales.storage_and_layout();
+        let scales = cuda_storage(&sg)?.as_cuda_slice::<f32>()?.as_view();
+        let zg = self.w.zeros.as_ref().map(|z| z.storage_and_layout().0);
+        let zeros = match &zg {
+            Some(g) => Some(cuda_storage(g)?.as_cuda_slice::<u8>()?.as_view()),
+            None => None,
+        };
+        let out = launch_u4::<T>(
+            dev,
+            &codes,
+            &scales,
+            zeros.as_ref(),
+            self.w.zero,
+            self.w.rows * self.w.cols,
+            self.w.group_len,
+        )?;
+        Ok(CudaStorage::wrap_cuda_slice(out, dev.clone()))
+    }
+}
+
+impl CustomOp1 for ResidentDecode<'_> {
+    fn name(&self) -> &'static str {
+        "quantlens-dequantize-resident"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("quantlens-dequantize-resident runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        let out = match self.dtype {
+            DType::F32 => self.launch::<f32>(storage, layout)?,
+            DType::F16 => self.launch::<half::f16>(storage, layout)?,
+            DType::BF16 => self.launch::<half::bf16>(storage, layout)?,
+            other => candle_core::bail!("quantlens-dequantize: unsupported dtype {other:?}"),
+        };
+        Ok((out, Shape::from((self.w.rows, self.w.cols))))
+    }
+}
+
+/// [`CudaQuantizedWeight::dequantize`]: the fast 4-bit decode, reading the resident codes.
+pub(crate) fn dequantize_resident(w: &CudaQuantizedWeight, dtype: DType) -> Result<Tensor> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(Error::UnsupportedDType {
+            what: "dequantized tensor",
+            dtype,
+        });
+    }
+    Ok(w.codes.apply_op1_no_bwd(&ResidentDecode { w, dtype })?)
 }

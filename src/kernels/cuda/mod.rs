@@ -2,11 +2,30 @@
 //! run through Candle [`CustomOp1`](candle_core::CustomOp1)s, so results stay ordinary
 //! [`Tensor`](candle_core::Tensor)s on [`Device::Cuda`](candle_core::Device::Cuda).
 //!
-//! Every kernel reproduces the CPU backend bit for bit (same f32 operations, same order, no
-//! FMA contraction), so a quantized model gives the same numbers wherever it is decoded.
+//! Every dequantize kernel reproduces the CPU backend bit for bit (same f32 operations, same
+//! order, no FMA contraction), so a quantized model gives the same numbers wherever it is
+//! decoded. The fused matmul and cross-entropy accumulate in f32/f64 and document their error.
 
+mod cross_entropy;
 mod dequantize;
+mod qmatmul;
 mod quantize;
+mod weight;
 
+pub(crate) use cross_entropy::cross_entropy_rows;
+pub use cross_entropy::{
+    PendingLosses, cross_entropy_per_sample, cross_entropy_per_sample_deferred,
+};
 pub(crate) use dequantize::dequantize;
 pub(crate) use quantize::quantize_uniform;
+pub use weight::CudaQuantizedWeight;
+
+use candle_core::{CudaStorage, Storage};
+
+/// The CUDA storage behind a tensor's storage guard; an error for any other backend.
+pub(crate) fn cuda_storage(s: &Storage) -> candle_core::Result<&CudaStorage> {
+    match s {
+        Storage::Cuda(cs) => Ok(cs),
+        _ => candle_core::bail!("quantlens: expected a tensor on a CUDA device"),
+    }
+}
