@@ -69,23 +69,22 @@ struct Options {
 fn options() -> anyhow::Result<Options> {
     let mut o = Options {
         quick: false,
-        splits: 5,
+        splits: 0,
         out: PathBuf::from("reproductions/mis"),
     };
+    let mut splits = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => o.quick = true,
-            "--splits" => o.splits = next(&mut args, &arg)?.parse()?,
+            "--splits" => splits = Some(next(&mut args, &arg)?.parse()?),
             "--out" => o.out = PathBuf::from(next(&mut args, &arg)?),
             other => {
                 anyhow::bail!("unknown option {other}; expected --quick, --splits K, --out DIR")
             }
         }
     }
-    if o.quick && o.splits == 5 {
-        o.splits = 2;
-    }
+    o.splits = splits.unwrap_or(if o.quick { 2 } else { 5 });
     Ok(o)
 }
 
