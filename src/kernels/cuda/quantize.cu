@@ -165,3 +165,186 @@ __device__ void encode_nearest(const T *__restrict__ x, uint64_t n, uint32_t bit
 QUANT_KERNELS(f32, float)
 QUANT_KERNELS(f16, __half)
 QUANT_KERNELS(bf16, __nv_bfloat16)
+
+// ---------------------------------------------------------------------------------------
+// Device-resident int4 quantize (`CudaQuantizedWeight::quantize`): statistics, parameters,
+// codes in ONE kernel, nothing read back but a status word.
+//
+// A *segment* of S lanes (S a power of two ≤ 32 dividing group_len / 8, so xor shuffles stay
+// inside it) owns one group: each lane loads eight consecutive weights at a time (one 16-byte
+// load for f16/bf16), the segment reduces min / max / finiteness by shuffles, every lane then
+// derives the group's parameters itself (same inputs, same operations: no broadcast) and
+// encodes its weights into one 32-bit word of eight codes. The parameter arithmetic is
+// `UniformParams::from_range` / `store_scale_up` / `encode_nearest` (src/quant/grid.rs)
+// operation by operation with IEEE-rounded intrinsics, so the result is the CPU's bit for bit.
+
+// Chunks of eight weights a lane keeps in registers between the two passes; longer groups
+// re-read the rest (it is still in L1/L2: the same warp read it microseconds before).
+#define QL_Q_CACHED 4
+
+template <typename T> union QlOctet {
+    T v[8];
+    uint4 u[sizeof(T) / 2];
+};
+
+template <typename T>
+__device__ __forceinline__ QlOctet<T> ql_load_octet(const T *__restrict__ p) {
+    QlOctet<T> o;
+    const uint4 *src = reinterpret_cast<const uint4 *>(p);
+#pragma unroll
+    for (int w = 0; w < (int)(sizeof(T) / 2); ++w) {
+        o.u[w] = __ldg(src + w);
+    }
+    return o;
+}
+
+// `round_to_i32` of src/quant/grid.rs: the 1.5·2^23 trick, round-half-to-even.
+__device__ __forceinline__ int32_t ql_rne(float t) {
+    return __float_as_int(__fadd_rn(t, 12582912.0f)) - 0x4B400000;
+}
+
+// `store_scale_up`: round a non-negative scale up to the storage dtype (0 f32, 1 f16,
+// 2 bf16); NaN when it does not fit (the caller flags the overflow).
+__device__ __forceinline__ float ql_store_scale_up(float x, uint32_t dtype) {
+    if (!isfinite(x)) {
+        return __int_as_float(0x7FC00000);
+    }
+    float v = x;
+    if (dtype == 1) {
+        __half h = __float2half_rn(x);
+        if (__half2float(h) < x) {
+            h = __ushort_as_half((unsigned short)(__half_as_ushort(h) + 1));
+        }
+        v = __half2float(h);
+    } else if (dtype == 2) {
+        __nv_bfloat16 h = __float2bfloat16_rn(x);
+        if (__bfloat162float(h) < x) {
+            h = __ushort_as_bfloat16((unsigned short)(__bfloat16_as_ushort(h) + 1));
+        }
+        v = __bfloat162float(h);
+    }
+    return isfinite(v) ? v : __int_as_float(0x7FC00000);
+}
+
+template <typename T>
+__device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t group_len,
+                            uint32_t seg, uint32_t symmetric, uint32_t scale_dtype,
+                            uint32_t *__restrict__ codes, float *__restrict__ scales,
+                            uint8_t *__restrict__ zeros, uint32_t *__restrict__ status) {
+    const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const uint64_t g = tid / seg;
+    const uint32_t lane = (uint32_t)(tid % seg);
+    // Segments never straddle a warp (seg divides 32), so a whole segment exits together
+    // and the shuffles below only involve live lanes of live segments.
+    const unsigned live = __ballot_sync(0xffffffffu, g < groups);
+    if (g >= groups) {
+        return;
+    }
+    const uint32_t octets = group_len / 8;
+    const T *xg = x + g * group_len;
+    QlOctet<T> cache[QL_Q_CACHED];
+    float lo = INFINITY, hi = -INFINITY;
+    bool bad = false;
+    uint32_t it = 0;
+    for (uint32_t c = lane; c < octets; c += seg, ++it) {
+        const QlOctet<T> o = ql_load_octet(xg + 8 * (uint64_t)c);
+#pragma unroll
+        for (int k = 0; k < QL_Q_CACHED; ++k) {
+            if (it == (uint32_t)k) {
+                cache[k] = o;
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            const float v = to_f32(o.v[k]);
+            bad |= !isfinite(v);
+            lo = fminf(lo, v);
+            hi = fmaxf(hi, v);
+        }
+    }
+    int badi = bad ? 1 : 0;
+    for (uint32_t s = seg / 2; s > 0; s >>= 1) {
+        lo = fminf(lo, __shfl_xor_sync(live, lo, s));
+        hi = fmaxf(hi, __shfl_xor_sync(live, hi, s));
+        badi |= __shfl_xor_sync(live, badi, s);
+    }
+
+    // UniformParams::from_range (4 bits).
+    float raw, num, qmax;
+    if (symmetric) {
+        qmax = 7.0f;
+        num = fmaxf(fabsf(lo), fabsf(hi));
+    } else {
+        qmax = 15.0f;
+        num = __fsub_rn(fmaxf(hi, 0.0f), fminf(lo, 0.0f));
+    }
+    raw = __fdiv_rn(num, qmax);
+    if (raw == 0.0f && num > 0.0f) {
+        raw = __int_as_float(1); // positive_ratio: a subnormal range never gives scale 0
+    }
+    const float scale = ql_store_scale_up(raw, scale_dtype);
+    int32_t zero;
+    float qlo, qhi;
+    if (symmetric) {
+        zero = 8;
+        qlo = -7.0f;
+        qhi = 7.0f;
+    } else {
+        zero = 0;
+        if (scale > 0.0f) {
+            zero = min(max(ql_rne(__fdiv_rn(-fminf(lo, 0.0f), scale)), 0), 15);
+        }
+        qlo = -(float)zero;
+        qhi = 15.0f - (float)zero;
+    }
+    const float divisor = scale > 0.0f ? scale : 1.0f;
+    if (lane == 0) {
+        const uint32_t flags = (badi ? 1u : 0u) | (isnan(scale) ? 2u : 0u);
+        if (flags) {
+            atomicOr(status, flags);
+        }
+        scales[g] = scale;
+        if (!symmetric) {
+            zeros[g] = (uint8_t)zero;
+        }
+    }
+
+    // UniformParams::encode_nearest, eight codes to one little-endian word.
+    uint32_t *out = codes + g * octets;
+    it = 0;
+    for (uint32_t c = lane; c < octets; c += seg, ++it) {
+        QlOctet<T> o;
+        if (it < QL_Q_CACHED) {
+#pragma unroll
+            for (int k = 0; k < QL_Q_CACHED; ++k) {
+                if (it == (uint32_t)k) {
+                    o = cache[k];
+                }
+            }
+        } else {
+            o = ql_load_octet(xg + 8 * (uint64_t)c);
+        }
+        uint32_t word = 0;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            float t = __fdiv_rn(to_f32(o.v[k]), divisor);
+            t = t < qlo ? qlo : t;
+            t = t > qhi ? qhi : t;
+            word |= ((uint32_t)(ql_rne(t) + zero) & 0xFu) << (4 * k);
+        }
+        out[c] = word;
+    }
+}
+
+#define QUANT_U4_KERNEL(SUFFIX, T)                                                             \
+    extern "C" __global__ void __launch_bounds__(256) ql_quantize_u4_##SUFFIX(                 \
+        const T *__restrict__ x, uint64_t groups, uint32_t group_len, uint32_t seg,           \
+        uint32_t symmetric, uint32_t scale_dtype, uint32_t *codes, float *scales,              \
+        uint8_t *zeros, uint32_t *status) {                                                    \
+        quantize_u4<T>(x, groups, group_len, seg, symmetric, scale_dtype, codes, scales,       \
+                       zeros, status);                                                         \
+    }
+
+QUANT_U4_KERNEL(f32, float)
+QUANT_U4_KERNEL(f16, __half)
+QUANT_U4_KERNEL(bf16, __nv_bfloat16)
