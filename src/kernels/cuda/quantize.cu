@@ -171,8 +171,9 @@ QUANT_KERNELS(bf16, __nv_bfloat16)
 // codes in ONE kernel, nothing read back but a status word.
 //
 // A *segment* of S lanes (S a power of two ≤ 32 dividing group_len / 8, so xor shuffles stay
-// inside it) owns one group: each lane loads eight consecutive weights at a time (one 16-byte
-// load for f16/bf16), the segment reduces min / max / finiteness by shuffles, every lane then
+// inside it; at most group_len / 32 so that a lane has four octets or more to amortise the
+// per-group parameter work over) owns one group: each lane loads eight consecutive weights at
+// a time (one 16-byte load for f16/bf16), the segment reduces min / max / finiteness by shuffles, every lane then
 // derives the group's parameters itself (same inputs, same operations: no broadcast) and
 // encodes its weights into one 32-bit word of eight codes. The parameter arithmetic is
 // `UniformParams::from_range` / `store_scale_up` / `encode_nearest` (src/quant/grid.rs)
@@ -226,14 +227,98 @@ __device__ __forceinline__ float ql_store_scale_up(float x, uint32_t dtype) {
     return isfinite(v) ? v : __int_as_float(0x7FC00000);
 }
 
+// Min, max and a finiteness probe of one octet folded into `lo`, `hi`, `probe`: `v·0` is 0
+// for finite v and NaN otherwise, so `probe` (a sum of them) is NaN iff a weight is not
+// finite (one FMA per weight instead of a classify and an OR). Halves work on pairs.
+__device__ __forceinline__ void ql_octet_stats(const QlOctet<float> &o, float &lo, float &hi,
+                                               float &probe) {
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        lo = fminf(lo, o.v[k]);
+        hi = fmaxf(hi, o.v[k]);
+        probe = __fmaf_rn(o.v[k], 0.0f, probe);
+    }
+}
+template <typename T, typename T2>
+__device__ __forceinline__ void ql_octet_stats2(const QlOctet<T> &o, T2 zero2, float &lo,
+                                                float &hi, float &probe) {
+    const T2 *p = reinterpret_cast<const T2 *>(o.v);
+    T2 mn = __hmin2(__hmin2(p[0], p[1]), __hmin2(p[2], p[3]));
+    T2 mx = __hmax2(__hmax2(p[0], p[1]), __hmax2(p[2], p[3]));
+    T2 pr = __hmul2(p[0], zero2);
+    pr = __hfma2(p[1], zero2, pr);
+    pr = __hfma2(p[2], zero2, pr);
+    pr = __hfma2(p[3], zero2, pr);
+    lo = fminf(lo, fminf(to_f32(mn.x), to_f32(mn.y)));
+    hi = fmaxf(hi, fmaxf(to_f32(mx.x), to_f32(mx.y)));
+    probe = __fadd_rn(probe, __fadd_rn(to_f32(pr.x), to_f32(pr.y)));
+}
+__device__ __forceinline__ void ql_octet_stats(const QlOctet<__half> &o, float &lo, float &hi,
+                                               float &probe) {
+    ql_octet_stats2<__half, __half2>(o, __float2half2_rn(0.0f), lo, hi, probe);
+}
+__device__ __forceinline__ void ql_octet_stats(const QlOctet<__nv_bfloat16> &o, float &lo,
+                                               float &hi, float &probe) {
+    ql_octet_stats2<__nv_bfloat16, __nv_bfloat162>(o, __float2bfloat162_rn(0.0f), lo, hi,
+                                                    probe);
+}
+
+// `w / d` correctly rounded, given r = RN(1/d) and d in [2^-100, 2^100] with |w/d| ≤ 16:
+// the fast path of nvcc's own `div.rn.f32` (a product and two FMA corrections, exact in this
+// range since no intermediate under- or overflows; only a quotient below 2^-24 may come out
+// off, and it rounds to code `zero` either way), without its range check and slow path.
+__device__ __forceinline__ float ql_div_fast(float w, float d, float r) {
+    float q = __fmul_rn(w, r);
+    float e = __fmaf_rn(-d, q, w);
+    q = __fmaf_rn(r, e, q);
+    e = __fmaf_rn(-d, q, w);
+    return __fmaf_rn(r, e, q);
+}
+
+template <bool FAST, typename T>
+__device__ __forceinline__ uint32_t ql_encode_octet(const QlOctet<T> &o, float d,
+                                                    float r, float qlo, float qhi,
+                                                    int32_t zero_minus_magic) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+        const float w = to_f32(o.v[k]);
+        float t = FAST ? ql_div_fast(w, d, r) : __fdiv_rn(w, d);
+        t = t < qlo ? qlo : t;
+        t = t > qhi ? qhi : t;
+        const uint32_t c = (uint32_t)(__float_as_int(__fadd_rn(t, 12582912.0f)) + zero_minus_magic);
+        word |= (c & 0xFu) << (4 * k);
+    }
+    return word;
+}
+
+template <bool FAST, typename T>
+__device__ __forceinline__ void ql_encode_group(const T *__restrict__ xg,
+                                                const QlOctet<T> (&cache)[QL_Q_CACHED],
+                                                uint32_t lane, uint32_t seg, uint32_t octets,
+                                                float d, float r, float qlo, float qhi,
+                                                int32_t zm, uint32_t *__restrict__ out) {
+#pragma unroll
+    for (uint32_t j = 0; j < QL_Q_CACHED; ++j) {
+        const uint32_t c = lane + j * seg;
+        if (c < octets) {
+            out[c] = ql_encode_octet<FAST>(cache[j], d, r, qlo, qhi, zm);
+        }
+    }
+    for (uint32_t c = lane + QL_Q_CACHED * seg; c < octets; c += seg) {
+        out[c] = ql_encode_octet<FAST>(ql_load_octet(xg + 8 * (uint64_t)c), d, r, qlo, qhi, zm);
+    }
+}
+
 template <typename T>
 __device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t group_len,
-                            uint32_t seg, uint32_t symmetric, uint32_t scale_dtype,
+                            uint32_t seg_log2, uint32_t symmetric, uint32_t scale_dtype,
                             uint32_t *__restrict__ codes, float *__restrict__ scales,
                             uint8_t *__restrict__ zeros, uint32_t *__restrict__ status) {
     const uint64_t tid = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const uint64_t g = tid / seg;
-    const uint32_t lane = (uint32_t)(tid % seg);
+    const uint32_t seg = 1u << seg_log2;
+    const uint64_t g = tid >> seg_log2;
+    const uint32_t lane = (uint32_t)tid & (seg - 1);
     // Segments never straddle a warp (seg divides 32), so a whole segment exits together
     // and the shuffles below only involve live lanes of live segments.
     const unsigned live = __ballot_sync(0xffffffffu, g < groups);
@@ -242,31 +327,30 @@ __device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t g
     }
     const uint32_t octets = group_len / 8;
     const T *xg = x + g * group_len;
+    // Octet c = lane + j·seg of the group: the first QL_Q_CACHED stay in registers (fully
+    // unrolled, so no dynamic register indexing), the rest are re-read in the second pass.
     QlOctet<T> cache[QL_Q_CACHED];
-    float lo = INFINITY, hi = -INFINITY;
-    bool bad = false;
-    uint32_t it = 0;
-    for (uint32_t c = lane; c < octets; c += seg, ++it) {
-        const QlOctet<T> o = ql_load_octet(xg + 8 * (uint64_t)c);
+    float lo = INFINITY, hi = -INFINITY, probe = 0.0f;
 #pragma unroll
-        for (int k = 0; k < QL_Q_CACHED; ++k) {
-            if (it == (uint32_t)k) {
-                cache[k] = o;
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            const float v = to_f32(o.v[k]);
-            bad |= !isfinite(v);
-            lo = fminf(lo, v);
-            hi = fmaxf(hi, v);
+    for (uint32_t j = 0; j < QL_Q_CACHED; ++j) {
+        const uint32_t c = lane + j * seg;
+        if (c < octets) {
+            cache[j] = ql_load_octet(xg + 8 * (uint64_t)c);
         }
     }
-    int badi = bad ? 1 : 0;
+#pragma unroll
+    for (uint32_t j = 0; j < QL_Q_CACHED; ++j) {
+        if (lane + j * seg < octets) {
+            ql_octet_stats(cache[j], lo, hi, probe);
+        }
+    }
+    for (uint32_t c = lane + QL_Q_CACHED * seg; c < octets; c += seg) {
+        ql_octet_stats(ql_load_octet(xg + 8 * (uint64_t)c), lo, hi, probe);
+    }
     for (uint32_t s = seg / 2; s > 0; s >>= 1) {
         lo = fminf(lo, __shfl_xor_sync(live, lo, s));
         hi = fmaxf(hi, __shfl_xor_sync(live, hi, s));
-        badi |= __shfl_xor_sync(live, badi, s);
+        probe = __fadd_rn(probe, __shfl_xor_sync(live, probe, s));
     }
 
     // UniformParams::from_range (4 bits).
@@ -297,9 +381,11 @@ __device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t g
         qlo = -(float)zero;
         qhi = 15.0f - (float)zero;
     }
-    const float divisor = scale > 0.0f ? scale : 1.0f;
+    const float d = scale > 0.0f ? scale : 1.0f;
+    const bool fast = d >= 0x1p-100f && d <= 0x1p100f;
+    const float r = __frcp_rn(d);
     if (lane == 0) {
-        const uint32_t flags = (badi ? 1u : 0u) | (isnan(scale) ? 2u : 0u);
+        const uint32_t flags = (isnan(probe) ? 1u : 0u) | (isnan(scale) ? 2u : 0u);
         if (flags) {
             atomicOr(status, flags);
         }
@@ -309,39 +395,23 @@ __device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t g
         }
     }
 
-    // UniformParams::encode_nearest, eight codes to one little-endian word.
+    // UniformParams::encode_nearest, eight codes to one little-endian word; the division's
+    // path is chosen once per group, outside the loops.
     uint32_t *out = codes + g * octets;
-    it = 0;
-    for (uint32_t c = lane; c < octets; c += seg, ++it) {
-        QlOctet<T> o;
-        if (it < QL_Q_CACHED) {
-#pragma unroll
-            for (int k = 0; k < QL_Q_CACHED; ++k) {
-                if (it == (uint32_t)k) {
-                    o = cache[k];
-                }
-            }
-        } else {
-            o = ql_load_octet(xg + 8 * (uint64_t)c);
-        }
-        uint32_t word = 0;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            float t = __fdiv_rn(to_f32(o.v[k]), divisor);
-            t = t < qlo ? qlo : t;
-            t = t > qhi ? qhi : t;
-            word |= ((uint32_t)(ql_rne(t) + zero) & 0xFu) << (4 * k);
-        }
-        out[c] = word;
+    const int32_t zm = zero - 0x4B400000;
+    if (fast) {
+        ql_encode_group<true>(xg, cache, lane, seg, octets, d, r, qlo, qhi, zm, out);
+    } else {
+        ql_encode_group<false>(xg, cache, lane, seg, octets, d, r, qlo, qhi, zm, out);
     }
 }
 
 #define QUANT_U4_KERNEL(SUFFIX, T)                                                             \
     extern "C" __global__ void __launch_bounds__(256) ql_quantize_u4_##SUFFIX(                 \
-        const T *__restrict__ x, uint64_t groups, uint32_t group_len, uint32_t seg,           \
+        const T *__restrict__ x, uint64_t groups, uint32_t group_len, uint32_t seg_log2,      \
         uint32_t symmetric, uint32_t scale_dtype, uint32_t *codes, float *scales,              \
         uint8_t *zeros, uint32_t *status) {                                                    \
-        quantize_u4<T>(x, groups, group_len, seg, symmetric, scale_dtype, codes, scales,       \
+        quantize_u4<T>(x, groups, group_len, seg_log2, symmetric, scale_dtype, codes, scales,  \
                        zeros, status);                                                         \
     }
 

@@ -154,19 +154,22 @@ impl Launch<'_> {
         let n = self.groups * self.group_len;
         let x = cs.as_cuda_slice::<T>()?.slice(start..start + n);
 
-        // Lanes per group: the largest power of two up to a warp dividing the group's
-        // octets, so a segment of lanes is aligned within its warp and xor shuffles stay in it.
+        // Lanes per group: a power of two up to a warp dividing the group's octets (so a
+        // segment is aligned within its warp and xor shuffles stay in it), with at least four
+        // octets per lane: the per-group parameter arithmetic, done by every lane, is then
+        // spread over 32 weights or more (one octet per lane made the kernel issue-bound).
         let octets = self.group_len / 8;
-        let seg = 1usize << octets.trailing_zeros().min(5);
+        let seg_log2 = octets.trailing_zeros().saturating_sub(2).min(5);
+        let seg = 1usize << seg_log2;
         // SAFETY (allocations): the kernel writes every code word, scale and zero point.
         let mut codes = unsafe { dev.alloc::<u8>(n / 2) }?;
         let mut scales = unsafe { dev.alloc::<f32>(self.groups) }?;
         let mut zeros = unsafe { dev.alloc::<u8>(if self.symmetric { 1 } else { self.groups }) }?;
         let mut status = dev.alloc_zeros::<u32>(1)?;
-        let (groups, group_len, seg_u32, sym) = (
+        let (groups, group_len, seg_log2_arg, sym) = (
             self.groups as u64,
             self.group_len as u32,
-            seg as u32,
+            seg_log2,
             u32::from(self.symmetric),
         );
         let blocks = u32::try_from((self.groups * seg).div_ceil(BLOCK))
@@ -176,7 +179,7 @@ impl Launch<'_> {
         b.arg(&x)
             .arg(&groups)
             .arg(&group_len)
-            .arg(&seg_u32)
+            .arg(&seg_log2_arg)
             .arg(&sym)
             .arg(&self.scale_dtype)
             .arg(&mut codes)
