@@ -298,6 +298,16 @@ __device__ __forceinline__ void ql_encode_group(const T *__restrict__ xg,
                                                 uint32_t lane, uint32_t seg, uint32_t octets,
                                                 float d, float r, float qlo, float qhi,
                                                 int32_t zm, uint32_t *__restrict__ out) {
+    if (octets == QL_Q_CACHED * seg) {
+        // Exactly four octets per lane, held contiguously (see the loads): one 16-byte store.
+        uint4 v;
+        v.x = ql_encode_octet<FAST>(cache[0], d, r, qlo, qhi, zm);
+        v.y = ql_encode_octet<FAST>(cache[1], d, r, qlo, qhi, zm);
+        v.z = ql_encode_octet<FAST>(cache[2], d, r, qlo, qhi, zm);
+        v.w = ql_encode_octet<FAST>(cache[3], d, r, qlo, qhi, zm);
+        reinterpret_cast<uint4 *>(out)[lane] = v;
+        return;
+    }
 #pragma unroll
     for (uint32_t j = 0; j < QL_Q_CACHED; ++j) {
         const uint32_t c = lane + j * seg;
@@ -331,9 +341,12 @@ __device__ void quantize_u4(const T *__restrict__ x, uint64_t groups, uint32_t g
     // unrolled, so no dynamic register indexing), the rest are re-read in the second pass.
     QlOctet<T> cache[QL_Q_CACHED];
     float lo = INFINITY, hi = -INFINITY, probe = 0.0f;
+    // When the group is exactly four octets per lane, lane l holds octets 4l .. 4l+3 (so its
+    // four code words are one 16-byte store); otherwise octets lane + j·seg (coalesced).
+    const bool whole = octets == QL_Q_CACHED * seg;
 #pragma unroll
     for (uint32_t j = 0; j < QL_Q_CACHED; ++j) {
-        const uint32_t c = lane + j * seg;
+        const uint32_t c = whole ? lane * QL_Q_CACHED + j : lane + j * seg;
         if (c < octets) {
             cache[j] = ql_load_octet(xg + 8 * (uint64_t)c);
         }
