@@ -164,6 +164,25 @@ fn main() -> Res<()> {
         q_bytes,
         Some(("copy of same bytes", q_bytes / copy_bw)),
     );
+    // Device-side quantize straight into a resident weight: one kernel reads the bf16 weight
+    // and writes codes, f32 scales (and zero points); only a 4-byte status comes back.
+    let groups = (N * N / GROUP) as f64;
+    for (name, spec, zero_bytes) in [
+        ("sym", QuantSpec::int4().per_group(GROUP), 0.0),
+        ("asym", QuantSpec::int4().per_group(GROUP).asymmetric(), 1.0),
+    ] {
+        let us = b.time(|_| {
+            CudaQuantizedWeight::quantize(&w, &spec)?;
+            Ok(())
+        })?;
+        let bytes = (N * N) as f64 * 2.5 + groups * (4.0 + zero_bytes);
+        b.add(
+            &format!("CudaQuantizedWeight::quantize int4 g128 {name} bf16 8192^2"),
+            us,
+            bytes,
+            Some(("copy of same bytes", bytes / copy_bw)),
+        );
+    }
     let ws: Vec<CudaQuantizedWeight> = (0..ROTATE)
         .map(|_| CudaQuantizedWeight::new(&q_sym, &dev))
         .collect::<quantlens::Result<_>>()?;

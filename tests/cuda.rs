@@ -383,6 +383,172 @@ fn resident_dequantize_is_bit_exact() {
 }
 
 /// Row-major values of a float tensor as f64 (after its own rounding).
+/// Weights with the groups that exercise every branch of the parameter arithmetic: an
+/// all-zero group (scale 0), a subnormal one (`positive_ratio`'s smallest scale), an
+/// all-negative one (asymmetric zero point 15), a constant one, one exactly on f16 scale
+/// boundaries, and ordinary random groups with outliers.
+fn tricky_weights(rows: usize, cols: usize, group: usize, seed: u64) -> Tensor {
+    let mut v: Vec<f32> = weights(rows, cols, seed)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let groups = rows * cols / group;
+    for g in 0..groups {
+        let s = &mut v[g * group..(g + 1) * group];
+        match g % 7 {
+            0 => s.fill(0.0),
+            1 => s.iter_mut().for_each(|x| *x *= 1e-40),
+            2 => s.iter_mut().for_each(|x| *x = -x.abs() - 0.5),
+            3 => s.fill(0.75),
+            4 => s
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = (i % 15) as f32 * 0.5 - 3.5),
+            _ => {}
+        }
+    }
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn resident_quantize_matches_the_cpu_bit_for_bit() {
+    let dev = gpu();
+    // (rows, cols, granularity): lanes per group 4 (groups of 32, 96), 8, 16 (g128), 32
+    // with 4 cached octets per lane (1024) and with re-read octets (per-channel 4096).
+    let cases = [
+        (1usize, 32usize, Granularity::PerGroup(32)),
+        (3, 96, Granularity::PerGroup(32)),
+        (7, 192, Granularity::PerGroup(96)),
+        (9, 192, Granularity::PerGroup(64)),
+        (130, 512, Granularity::PerGroup(128)),
+        (33, 1024, Granularity::PerGroup(1024)),
+        (5, 4096, Granularity::PerChannel),
+        (1, 256, Granularity::PerTensor),
+    ];
+    for (k, &(rows, cols, gran)) in cases.iter().enumerate() {
+        let group = gran.group_len(rows, cols).unwrap();
+        let w = tricky_weights(rows, cols, group, 500 + k as u64);
+        for symmetric in [true, false] {
+            for scale_dtype in [ScaleDType::F16, ScaleDType::F32, ScaleDType::BF16] {
+                let spec = QuantSpec::int4()
+                    .with_granularity(gran)
+                    .with_scale_dtype(scale_dtype);
+                let spec = if symmetric { spec } else { spec.asymmetric() };
+                for dtype in [DType::F32, DType::F16, DType::BF16] {
+                    let w = w.to_dtype(dtype).unwrap();
+                    let what = format!("{rows}x{cols} {gran:?} {spec:?} {dtype:?}");
+                    let cpu = UniformQuantizer::new(spec)
+                        .unwrap()
+                        .quantize(&w, None)
+                        .unwrap();
+                    poison(&dev, rows * cols * 4);
+                    let wq =
+                        CudaQuantizedWeight::quantize(&w.to_device(&dev).unwrap(), &spec).unwrap();
+                    let host = wq.to_host().unwrap();
+                    assert_eq!(host.codes().bytes(), cpu.codes().bytes(), "{what}: codes");
+                    assert_eq!(host.scales(), cpu.scales(), "{what}: scales");
+                    assert_eq!(host.zeros(), cpu.zeros(), "{what}: zeros");
+                    assert_eq!(host, cpu, "{what}");
+                }
+            }
+        }
+    }
+    // A view starting at an element that is not 16-byte aligned is copied first.
+    let flat = weights(1, 1 + 4 * 256, 77).flatten_all().unwrap();
+    let view = flat
+        .narrow(0, 1, 4 * 256)
+        .unwrap()
+        .reshape((4, 256))
+        .unwrap();
+    let spec = QuantSpec::int4().per_group(128).asymmetric();
+    let cpu = UniformQuantizer::new(spec)
+        .unwrap()
+        .quantize(&view, None)
+        .unwrap();
+    let on_dev = flat.to_device(&dev).unwrap().narrow(0, 1, 4 * 256).unwrap();
+    let wq = CudaQuantizedWeight::quantize(&on_dev.reshape((4, 256)).unwrap(), &spec).unwrap();
+    assert_eq!(wq.to_host().unwrap(), cpu, "unaligned view");
+}
+
+#[test]
+fn resident_quantize_rejects_bad_input() {
+    let dev = gpu();
+    let spec = QuantSpec::int4().per_group(32);
+    let on = |t: &Tensor| t.to_device(&dev).unwrap();
+    let err = |w: &Tensor, spec: &QuantSpec| CudaQuantizedWeight::quantize(w, spec).unwrap_err();
+    // Non-finite weights and a scale f16 cannot hold: the CPU path's own error, exactly.
+    let mut v: Vec<f32> = weights(4, 64, 9).flatten_all().unwrap().to_vec1().unwrap();
+    v[77] = f32::NAN;
+    v[120] = f32::INFINITY;
+    let bad = Tensor::from_vec(v, (4, 64), &Device::Cpu).unwrap();
+    let cpu = UniformQuantizer::new(spec)
+        .unwrap()
+        .quantize(&bad, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            cpu,
+            quantlens::Error::NonFinite {
+                first_index: 77,
+                ..
+            }
+        ),
+        "{cpu}"
+    );
+    assert_eq!(err(&on(&bad), &spec).to_string(), cpu.to_string());
+    let huge = (weights(2, 64, 10) * 1e6).unwrap();
+    let cpu = UniformQuantizer::new(spec)
+        .unwrap()
+        .quantize(&huge, None)
+        .unwrap_err();
+    assert!(
+        matches!(cpu, quantlens::Error::ScaleOutOfRange { .. }),
+        "{cpu}"
+    );
+    assert_eq!(err(&on(&huge), &spec).to_string(), cpu.to_string());
+    // Specs the device kernel does not do.
+    let w = on(&weights(4, 96, 11));
+    for s in [
+        QuantSpec::int8().per_group(32),
+        spec.stochastic(1),
+        spec.with_scale_dtype(ScaleDType::E8M0),
+    ] {
+        assert!(
+            matches!(err(&w, &s), quantlens::Error::Unsupported(_)),
+            "{s:?}"
+        );
+    }
+    let w80 = on(&weights(2, 80, 12));
+    let e = err(&w80, &QuantSpec::int4().per_group(40));
+    assert!(matches!(e, quantlens::Error::Unsupported(_)), "{e}");
+    let e = err(&w, &QuantSpec::int4().per_group(64));
+    assert!(
+        matches!(e, quantlens::Error::GroupSizeMismatch { .. }),
+        "{e}"
+    );
+    let e = err(&w, &QuantSpec::int4().per_tensor());
+    assert!(
+        matches!(e, quantlens::Error::GroupSizeMismatch { .. }),
+        "{e}"
+    );
+    // Wrong device, rank, dtype, empty.
+    let e = err(&weights(4, 96, 11), &spec);
+    assert!(
+        matches!(e, quantlens::Error::UnsupportedDevice { .. }),
+        "{e}"
+    );
+    let e = err(&w.reshape((2, 2, 96)).unwrap(), &spec);
+    assert!(matches!(e, quantlens::Error::RankMismatch { .. }), "{e}");
+    let e = err(&w.to_dtype(DType::U8).unwrap(), &spec);
+    assert!(
+        matches!(e, quantlens::Error::UnsupportedDType { .. }),
+        "{e}"
+    );
+    let e = err(&Tensor::zeros((0, 32), DType::F32, &dev).unwrap(), &spec);
+    assert!(matches!(e, quantlens::Error::EmptyTensor { .. }), "{e}");
+}
+
 fn f64s(t: &Tensor) -> Vec<f64> {
     t.to_device(&Device::Cpu)
         .unwrap()

@@ -10,6 +10,7 @@ mod cross_entropy;
 mod dequantize;
 mod qmatmul;
 mod quantize;
+mod quantize_resident;
 mod weight;
 
 pub(crate) use cross_entropy::cross_entropy_rows;

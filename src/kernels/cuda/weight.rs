@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::quant::{QuantFormat, QuantizedTensor};
+use crate::quant::{PackedCodes, QuantFormat, QuantSpec, QuantizedTensor, ScaleDType, Scales};
 
 /// Codes per 16-byte chunk: the unit the kernels load; groups must be whole chunks.
 pub(crate) const CHUNK: usize = 32;
@@ -48,6 +48,10 @@ pub struct CudaQuantizedWeight {
     pub(crate) rows: usize,
     pub(crate) cols: usize,
     pub(crate) group_len: usize,
+    /// The dtype of the weight that was quantized (what [`to_host`](Self::to_host) records).
+    pub(crate) dtype: DType,
+    /// The dtype the scales are representable in (they are stored as f32 on the device).
+    pub(crate) scale_dtype: ScaleDType,
 }
 
 impl CudaQuantizedWeight {
@@ -118,7 +122,69 @@ impl CudaQuantizedWeight {
             rows,
             cols,
             group_len,
+            dtype: q.dtype(),
+            scale_dtype: q.scales().dtype().unwrap_or(ScaleDType::F32),
         })
+    }
+
+    /// Quantize `weight` (`[rows, cols]`, f32/f16/bf16, on a CUDA device) on the device,
+    /// straight into a resident weight: group statistics, scales, zero points and codes are
+    /// computed by one kernel and never leave the device.
+    ///
+    /// The result holds exactly the codes, scales and zero points that
+    /// [`UniformQuantizer`](crate::UniformQuantizer) with the same `spec` produces on the CPU
+    /// (see [`to_host`](Self::to_host)).
+    ///
+    /// ```no_run
+    /// # fn main() -> quantlens::Result<()> {
+    /// use candle_core::{DType, Device, Tensor};
+    /// use quantlens::{CudaQuantizedWeight, QuantSpec};
+    ///
+    /// let gpu = Device::new_cuda(0)?;
+    /// let w = Tensor::randn(0f32, 1.0, (256, 512), &gpu)?.to_dtype(DType::BF16)?;
+    /// let wq = CudaQuantizedWeight::quantize(&w, &QuantSpec::int4().per_group(128))?;
+    /// assert_eq!((wq.rows(), wq.cols()), (256, 512));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnsupportedDevice`] unless `weight` is on a CUDA device; the errors of
+    /// [`UniformQuantizer`](crate::UniformQuantizer) for a bad weight or spec (rank, dtype,
+    /// empty, non-finite weights, a scale out of the scale dtype's range, a group that does
+    /// not divide the columns); [`Error::Unsupported`] for other than 4 bits, stochastic
+    /// rounding, E8M0 scales or a group length that is not a multiple of 32.
+    pub fn quantize(weight: &Tensor, spec: &QuantSpec) -> Result<Self> {
+        super::quantize_resident::quantize_resident(weight, spec)
+    }
+
+    /// Download the weight into a host [`QuantizedTensor`] (codes, scales, zero points as
+    /// they are on the device; the scales in the dtype they were quantized for).
+    ///
+    /// # Errors
+    ///
+    /// A device error from the copy.
+    pub fn to_host(&self) -> Result<QuantizedTensor> {
+        let n = self.rows * self.cols;
+        let codes = PackedCodes::from_bytes(self.codes.to_vec1::<u8>()?, 4, n)?;
+        let scales = Scales::from_f32(self.scales.to_vec1::<f32>()?, self.scale_dtype);
+        let zeros = match &self.zeros {
+            Some(z) => Some(PackedCodes::pack(&z.to_vec1::<u8>()?, 4)?),
+            None => None,
+        };
+        QuantizedTensor::from_parts(
+            vec![self.rows, self.cols],
+            self.dtype,
+            QuantFormat::Uniform {
+                bits: 4,
+                symmetric: self.zeros.is_none(),
+            },
+            self.group_len,
+            codes,
+            scales,
+            zeros,
+        )
     }
 
     /// Output features (rows of `W`).
