@@ -6,9 +6,9 @@
 //! `bash scripts/fetch-fixtures.sh smollm2 python-docs`, then
 //! `cargo run --release --example reproduce_explain [-- --quick] [--out DIR]`
 //!
-//! Seven schemes: RTN and GPTQ at 8, 4 and 3 bits (per channel, asymmetric) and NF4 (blocks of
-//! 64; bitsandbytes' 4-bit format: its 8-bit mode is LLM.int8, an absmax int8 close to RTN 8,
-//! and it has no 3-bit mode, so NF has one row).
+//! Nine schemes: RTN and GPTQ at 8, 4 and 3 bits (per channel, asymmetric) and NormalFloat at
+//! 8, 4 and 3 bits (blocks of 64: bitsandbytes' published NF4 table, and QLoRA's recipe at 8
+//! and 3 bits, [`NormalFloatQuantizer`]).
 //!
 //! 1. **Digits classifier** (an MLP 64-128-10 on the embedded UCI digits; 200 held-out
 //!    images): integrated-gradients and gradient × input agreement with full precision
@@ -40,6 +40,7 @@ use quantlens::model::{
     CalibrationMode, Llama, Mlp, MlpConfig, QuantizableModel, SequentialQuantization, StoreAs,
     TrainConfig, train,
 };
+use quantlens::quant::NormalFloatQuantizer;
 use quantlens::text::Tokenizer;
 use quantlens::{GptqQuantizer, Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer};
 
@@ -86,7 +87,14 @@ fn schemes(quick: bool) -> anyhow::Result<Vec<Box<dyn Quantizer>>> {
     for &b in bits {
         v.push(Box::new(GptqQuantizer::new(pc(QuantSpec::new(b)))?));
     }
-    v.push(Box::new(Nf4Quantizer::new()));
+    // NormalFloat, blocks of 64: the published NF4 table at 4 bits, the same recipe at 8 and 3.
+    for &b in bits {
+        if b == 4 {
+            v.push(Box::new(Nf4Quantizer::new()));
+        } else {
+            v.push(Box::new(NormalFloatQuantizer::new(b)?));
+        }
+    }
     Ok(v)
 }
 

@@ -507,3 +507,85 @@ fn non_uniform_schemes_beat_rtn_on_heavy_tailed_weights() {
         "{cube} vs {rtn_sym}"
     );
 }
+
+#[test]
+fn normal_float_levels_follow_the_qlora_recipe_at_every_width() {
+    use quantlens::quant::normal_float_levels;
+    for bits in 2u8..=8 {
+        let n = 1usize << bits;
+        let o = 0.5 * ((1.0 - 1.0 / (2.0 * (n as f64 - 1.0))) + (1.0 - 1.0 / (2.0 * n as f64)));
+        let mut v: Vec<f64> = Vec::new();
+        for j in 0..n / 2 {
+            v.push(normal_quantile(o - j as f64 * (o - 0.5) / (n / 2) as f64));
+        }
+        for j in 0..n / 2 - 1 {
+            v.push(-normal_quantile(
+                o - j as f64 * (o - 0.5) / (n / 2 - 1) as f64,
+            ));
+        }
+        v.push(0.0);
+        v.sort_by(f64::total_cmp);
+        let max = v.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let got = normal_float_levels(bits).unwrap();
+        assert_eq!(got.len(), n);
+        for (g, want) in got.iter().zip(v.iter().map(|x| x / max)) {
+            assert!(
+                (*g as f64 - want).abs() < 1e-6,
+                "bits {bits}: {g} vs {want}"
+            );
+        }
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "bits {bits}: not ascending"
+        );
+        assert!(got.contains(&0.0));
+        assert_eq!((got[0], got[n - 1]), (-1.0, 1.0));
+    }
+    // At 4 bits the recipe gives the published NF4 table.
+    for (a, b) in normal_float_levels(4).unwrap().iter().zip(NF4_LEVELS) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    assert!(normal_float_levels(1).is_err());
+    assert!(normal_float_levels(9).is_err());
+}
+
+/// Naive NF3: per block absmax (f32), nearest decoded level by brute force in f64.
+#[test]
+fn normal_float_quantizer_matches_a_brute_force_reference() {
+    use quantlens::quant::NormalFloatQuantizer;
+    let (v, t) = gaussian(8, 256, 3);
+    for bits in [3u8, 8] {
+        let q = NormalFloatQuantizer::new(bits).unwrap();
+        let levels = q.levels().to_vec();
+        let qt = q.quantize(&t, None).unwrap();
+        assert_eq!(qt.format(), QuantFormat::Codebook { bits });
+        let codes = qt.codes().unpack();
+        let deq = values(&qt.dequantize(&Device::Cpu).unwrap());
+        for (b, block) in v.chunks(64).enumerate() {
+            let absmax = block.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert_eq!(qt.scales().get(b), absmax);
+            for (i, &w) in block.iter().enumerate() {
+                let dist = |c: usize| (w as f64 - (absmax * levels[c]) as f64).abs();
+                let best = (0..levels.len())
+                    .min_by(|&a, &c| dist(a).total_cmp(&dist(c)))
+                    .unwrap();
+                assert_eq!(dist(codes[b * 64 + i] as usize), dist(best), "bits {bits}");
+                assert_eq!(deq[b * 64 + i], absmax * levels[codes[b * 64 + i] as usize]);
+            }
+        }
+        // bits + one f32 absmax per 64 + the f32 table once.
+        let want = bits as f64 + 0.5 + (levels.len() * 32) as f64 / (8 * 256) as f64;
+        assert!(
+            (qt.bits_per_weight() - want).abs() < 1e-12,
+            "{}",
+            qt.bits_per_weight()
+        );
+        assert_eq!(q.name(), format!("nf{bits}-g64"));
+    }
+    Conformance::new()
+        .cases(12)
+        .cols_multiple_of(64)
+        .error_bound(ErrorBound::NearestLevel)
+        .run(&quantlens::quant::NormalFloatQuantizer::new(3).unwrap());
+    assert!(quantlens::quant::NormalFloatQuantizer::new(1).is_err());
+}
