@@ -280,19 +280,16 @@ fn library_game_matches_the_reference_quadrature_and_simulation() {
     let game = QuantizedMean::new(10, 0.5, 0.0).unwrap();
     let rounds = game.simulate(100_000, 5);
     assert_eq!(rounds, game.simulate(100_000, 5));
-    let lowest = rounds
-        .members
-        .iter()
-        .chain(&rounds.non_members)
-        .map(|p| p.0)
-        .min()
-        .unwrap();
-    let idx = |v: &[(i64, f64)]| -> Vec<(u32, f64)> {
-        v.iter().map(|&(k, z)| ((k - lowest) as u32, z)).collect()
-    };
+    let (members, non_members) = rounds.joint_histogram_input();
+    assert_eq!(members.len(), rounds.members.len());
+    assert_eq!(
+        members.iter().chain(&non_members).map(|p| p.0).min(),
+        Some(0),
+        "cells re-indexed from 0"
+    );
     let tv = SmoothedTv::new()
         .with_bootstrap(Bootstrap::new(200, 0.95, 7).unwrap())
-        .joint_histogram(&idx(&rounds.members), &idx(&rounds.non_members))
+        .joint_histogram(&members, &non_members)
         .unwrap();
     let delta = game.true_advantage();
     assert!(

@@ -75,7 +75,7 @@ pub use roc::{OperatingPoint, Roc};
 pub use sample::MembershipSample;
 pub(crate) use sample::check_scores;
 pub use slice::{GroupSize, SlicedScores};
-pub use synthetic::{GameRounds, QuantizedMean, normal_cdf, normal_quantile};
+pub use synthetic::{GameRounds, IndexedRound, QuantizedMean, normal_cdf, normal_quantile};
 pub use threshold::{AdvantageCi, LossThreshold};
 pub use tv::{SmoothedTv, TvEstimate};
 

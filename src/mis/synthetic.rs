@@ -116,6 +116,27 @@ pub struct GameRounds {
     pub non_members: Vec<(i64, f64)>,
 }
 
+/// A round with its cell re-indexed from 0: `(cell, candidate point)`.
+pub type IndexedRound = (u32, f64);
+
+impl GameRounds {
+    /// Both sides with cells re-indexed from 0 (the lowest cell seen on either side), the
+    /// input of [`SmoothedTv::joint_histogram`](super::SmoothedTv::joint_histogram).
+    pub fn joint_histogram_input(&self) -> (Vec<IndexedRound>, Vec<IndexedRound>) {
+        let lowest = self
+            .members
+            .iter()
+            .chain(&self.non_members)
+            .map(|p| p.0)
+            .min()
+            .unwrap_or(0);
+        let index = |v: &[(i64, f64)]| -> Vec<IndexedRound> {
+            v.iter().map(|&(k, z)| ((k - lowest) as u32, z)).collect()
+        };
+        (index(&self.members), index(&self.non_members))
+    }
+}
+
 impl QuantizedMean {
     /// `n ≥ 2` training points, grid step `step > 0`, cell boundaries at `offset + k·step`.
     pub fn new(n: usize, step: f64, offset: f64) -> Result<Self> {

@@ -3,7 +3,7 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{absmax, encode_groups};
+use crate::kernels::cpu::table::{GroupCodes, absmax, encode_groups};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
 use crate::quant::grid::store_scale_up;
@@ -107,6 +107,47 @@ impl Nf4Quantizer {
     }
 }
 
+/// The index of the level nearest to 0 (an exact 0 in NormalFloat tables): the code of every
+/// weight of an all-zero block.
+fn zero_level(table: &[f32]) -> u8 {
+    (0..table.len())
+        .min_by(|&a, &b| table[a].abs().total_cmp(&table[b].abs()))
+        .unwrap_or(0) as u8
+}
+
+/// Codes of one block against the levels `scale · table` as they will be decoded (after
+/// storage rounding or double quantization), so "nearest level" holds for the values a user
+/// gets back; a zero scale maps every weight to the zero level.
+fn encode_block(scale: f32, table: &[f32], zero_code: u8, x: &[f32], codes: &mut [u8]) {
+    if scale == 0.0 {
+        codes.fill(zero_code);
+    } else {
+        encode_nearest(scale, table, x, codes);
+    }
+}
+
+/// Absmax-scaled codebook encoding, the shared core of NF4 and NormalFloat: each group's scale
+/// is its absmax rounded up to `dtype` (so every weight lies inside its grid), and its codes
+/// are the nearest levels of `table` against that stored scale.
+pub(crate) fn encode_absmax_blocks(
+    weight: &Tensor,
+    group_len: usize,
+    table: &[f32],
+    dtype: ScaleDType,
+) -> Result<GroupCodes> {
+    let zero_code = zero_level(table);
+    encode_groups(weight, group_len, |g, x, codes| {
+        let absmax = absmax(x);
+        let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+            group: g,
+            scale: absmax,
+            dtype,
+        })?;
+        encode_block(scale, table, zero_code, x, codes);
+        Ok(scale)
+    })
+}
+
 /// Double-quantize positive block scales: subtract the mean, quantize symmetric int8 per block
 /// of [`DOUBLE_QUANT_BLOCK`]. Codes are nudged up where rounding would make a decoded scale
 /// negative (a scale must stay ≥ 0).
@@ -156,39 +197,20 @@ impl Quantizer for Nf4Quantizer {
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {
         let (rows, cols) = check_weight_matrix(weight)?;
         let group_len = self.granularity.group_len(rows, cols)?;
-        let zero_code = NF4_LEVELS.iter().position(|&l| l == 0.0).unwrap_or(7) as u8;
-        // Codes are chosen against the scale as it will be decoded (after storage rounding or
-        // double quantization), so "nearest level" holds for the values a user gets back.
-        let encode_block = |scale: f32, x: &[f32], codes: &mut [u8]| {
-            if scale == 0.0 {
-                codes.fill(zero_code);
-            } else {
-                encode_nearest(scale, &NF4_LEVELS, x, codes);
-            }
-        };
         let (encoded, stored) = if self.double_quant {
             // All block scales are needed before any is final: two passes.
             let raw = encode_groups(weight, group_len, |_, x, _| Ok(absmax(x)))?.scales;
             let stored = Scales::Double(double_quantize(&raw)?);
             let scales = stored.to_f32_vec();
+            let zero_code = zero_level(&NF4_LEVELS);
             let encoded = encode_groups(weight, group_len, |g, x, codes| {
-                encode_block(scales[g], x, codes);
+                encode_block(scales[g], &NF4_LEVELS, zero_code, x, codes);
                 Ok(scales[g])
             })?;
             (encoded, stored)
         } else {
-            let dtype = self.scale_dtype;
-            let encoded = encode_groups(weight, group_len, |g, x, codes| {
-                let absmax = absmax(x);
-                let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-                    group: g,
-                    scale: absmax,
-                    dtype,
-                })?;
-                encode_block(scale, x, codes);
-                Ok(scale)
-            })?;
-            let stored = Scales::from_f32(encoded.scales.clone(), dtype);
+            let encoded = encode_absmax_blocks(weight, group_len, &NF4_LEVELS, self.scale_dtype)?;
+            let stored = Scales::from_f32(encoded.scales.clone(), self.scale_dtype);
             (encoded, stored)
         };
         QuantizedTensor::assemble(QuantizedParts {

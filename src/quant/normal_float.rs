@@ -11,11 +11,10 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{absmax, encode_groups};
 use crate::mis::normal_quantile;
 use crate::quant::calibration::Calibration;
-use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
-use crate::quant::grid::store_scale_up;
+use crate::quant::codebook::{Codebook, LevelStorage};
+use crate::quant::nf4::encode_absmax_blocks;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
@@ -141,31 +140,14 @@ impl Quantizer for NormalFloatQuantizer {
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {
         let (rows, cols) = check_weight_matrix(weight)?;
         let group_len = self.granularity.group_len(rows, cols)?;
-        let zero_code = self.levels.iter().position(|&l| l == 0.0).unwrap_or(0) as u8;
-        let dtype = self.scale_dtype;
-        let encoded = encode_groups(weight, group_len, |g, x, codes| {
-            let absmax = absmax(x);
-            let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-                group: g,
-                scale: absmax,
-                dtype,
-            })?;
-            // Codes are chosen against the scale as stored, so "nearest level" holds for the
-            // values a user gets back.
-            if scale == 0.0 {
-                codes.fill(zero_code);
-            } else {
-                encode_nearest(scale, &self.levels, x, codes);
-            }
-            Ok(scale)
-        })?;
+        let encoded = encode_absmax_blocks(weight, group_len, &self.levels, self.scale_dtype)?;
         QuantizedTensor::assemble(QuantizedParts {
             shape: vec![rows, cols],
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: self.bits },
             group_len,
             codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
-            scales: Scales::from_f32(encoded.scales, dtype),
+            scales: Scales::from_f32(encoded.scales, self.scale_dtype),
             zeros: None,
             offsets: None,
             codebook: Some(Codebook::new(
