@@ -18,17 +18,17 @@
 
 use std::time::Instant;
 
-use candle_core::{D, Device, Tensor};
-use quantlens::data::{self, MembershipSplit, StandardizeOptions, Standardizer};
+use candle_core::D;
 use quantlens::explain::{
-    AgreementSummary, Attribution, Attributor, Baseline, Counterfactual, CounterfactualSearch,
-    CounterfactualSummary, Faithfulness, FaithfulnessSummary, Target, validity_on,
+    AgreementSummary, Attributor, Baseline, Counterfactual, CounterfactualSummary, Faithfulness,
+    FaithfulnessSummary, validity_on,
 };
 use quantlens::mis::{Bootstrap, Interval};
-use quantlens::model::{
-    Mlp, MlpConfig, QuantizableModel, SequentialQuantization, StoreAs, TrainConfig, train,
-};
+use quantlens::model::{Mlp, QuantizableModel, SequentialQuantization, StoreAs};
 use quantlens::{GptqQuantizer, QuantSpec, Quantizer, UniformQuantizer};
+
+#[path = "support/digits.rs"]
+mod digits;
 
 const SEED: u64 = 20261124;
 /// Test images explained.
@@ -42,41 +42,17 @@ fn ci(i: Option<Interval>) -> String {
     })
 }
 
-/// Attributions of every row for the given classes.
-fn attributions(
-    method: &Attributor,
-    model: &Mlp,
-    x: &Tensor,
-    classes: &[u32],
-) -> anyhow::Result<Vec<Attribution>> {
-    let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c as usize)).collect();
-    Ok(method.attribute_rows(|b| model.forward(b), x, &targets)?)
-}
-
 fn main() -> anyhow::Result<()> {
     let start = Instant::now();
-    let dev = Device::Cpu;
-    let digits = data::digits()?;
-    let labels = digits.labels().unwrap_or_default().to_vec();
-    let split = MembershipSplit::builder(digits.len())
-        .members(digits.len() * 7 / 10)
-        .stratify(&labels)
-        .seed(SEED)
-        .build()?;
-    let options = StandardizeOptions::default().drop_constant(false);
-    let z = Standardizer::fit_with(&digits, split.members(), options)?.transform(&digits)?;
-    let (x_train, y_train) = z.select(split.members())?.to_tensors(&dev)?;
-    let (x_test, y_test) = z.select(split.non_members())?.to_tensors(&dev)?;
+    let digits::DigitsClassifier {
+        split,
+        x_train,
+        x_test,
+        y_test,
+        model: fp,
+    } = digits::digits_classifier(SEED)?;
     let x = x_test.narrow(0, 0, N_EXPLAIN)?;
-    let y_test = y_test.to_vec1::<u32>()?;
 
-    let mut fp = Mlp::new(MlpConfig::new(z.n_features(), &[128], 10), SEED, &dev)?;
-    train(
-        &mut fp,
-        (&x_train, &y_train),
-        None,
-        &TrainConfig::new(40, SEED).batch_size(32),
-    )?;
     let per_channel = |s: QuantSpec| s.per_channel().asymmetric();
     let schemes: Vec<Box<dyn Quantizer>> = vec![
         Box::new(UniformQuantizer::new(per_channel(QuantSpec::int8()))?),
@@ -102,12 +78,9 @@ fn main() -> anyhow::Result<()> {
     let ig = Attributor::integrated_gradients(64);
     let gxi = Attributor::gradient_times_input();
     let fp_classes = fp.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let fp_ig = attributions(&ig, &fp, &x, &fp_classes)?;
-    let fp_gxi = attributions(&gxi, &fp, &x, &fp_classes)?;
-    let search = CounterfactualSearch::new()
-        .step_size(0.05)
-        .max_steps(1000)
-        .penalties(0.01, 0.0);
+    let fp_ig = digits::attributions(&ig, &fp, &x, &fp_classes)?;
+    let fp_gxi = digits::attributions(&gxi, &fp, &x, &fp_classes)?;
+    let search = digits::counterfactual_search();
     let fp_cfs = search.search(|b| fp.forward(b), &x)?;
 
     let mut agreement_rows = Vec::new();
@@ -122,13 +95,13 @@ fn main() -> anyhow::Result<()> {
         let acc =
             pred.iter().zip(&y_test).filter(|(p, y)| p == y).count() as f64 / y_test.len() as f64;
         // 1. Agreement with full precision on the full-precision model's prediction.
-        let q_ig = attributions(&ig, model, &x, &fp_classes)?;
+        let q_ig = digits::attributions(&ig, model, &x, &fp_classes)?;
         let a_ig = AgreementSummary::compare(&fp_ig, &q_ig, TOP_K, Some(&boot))?;
-        let q_gxi = attributions(&gxi, model, &x, &fp_classes)?;
+        let q_gxi = digits::attributions(&gxi, model, &x, &fp_classes)?;
         let a_gxi = AgreementSummary::compare(&fp_gxi, &q_gxi, TOP_K, Some(&boot))?;
         // 2. Faithfulness of the model's own attributions for its own prediction.
         let own_classes = model.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        let own = attributions(&ig, model, &x, &own_classes)?;
+        let own = digits::attributions(&ig, model, &x, &own_classes)?;
         let curves = own
             .iter()
             .enumerate()

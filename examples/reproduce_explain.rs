@@ -26,56 +26,31 @@
 //! `--quick` (CI): 50 images, 8 facts, RTN 4 / GPTQ 4 / NF4 only.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{D, Device, Tensor};
-use quantlens::data::{self, MembershipSplit, StandardizeOptions, Standardizer};
 use quantlens::explain::{
-    AgreementSummary, Attribution, Attributor, CounterfactualSearch, CounterfactualSummary, FACTS,
-    FactPrompt, NeuronRetention, NeuronRetentionSummary, NeuronScores, RecallSummary, Target,
-    kendall_tau_b, recall, validity_on,
+    AgreementSummary, Attribution, Attributor, CounterfactualSummary, FACTS, FactPrompt,
+    NeuronRetention, NeuronRetentionSummary, NeuronScores, RecallSummary, Target, kendall_tau_b,
+    recall, validity_on,
 };
-use quantlens::model::{
-    CalibrationMode, Llama, Mlp, MlpConfig, QuantizableModel, SequentialQuantization, StoreAs,
-    TrainConfig, train,
-};
+use quantlens::model::{CalibrationMode, Llama, QuantizableModel, SequentialQuantization, StoreAs};
 use quantlens::quant::NormalFloatQuantizer;
 use quantlens::text::Tokenizer;
 use quantlens::{GptqQuantizer, Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer};
 
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/digits.rs"]
+mod digits;
+#[path = "support/ranks.rs"]
+mod ranks;
 #[path = "support/smollm2.rs"]
 mod smollm2;
 
 const SEED: u64 = 20261125;
 /// Full precision's top FFN neurons per fact (the study's value).
 const TOP_NEURONS: usize = 300;
-
-struct Options {
-    quick: bool,
-    out: PathBuf,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        quick: false,
-        out: PathBuf::from("reproductions/explain"),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => o.quick = true,
-            "--out" => {
-                o.out = PathBuf::from(
-                    args.next()
-                        .ok_or_else(|| anyhow::anyhow!("--out needs a value"))?,
-                )
-            }
-            other => anyhow::bail!("unknown option {other}; expected --quick, --out DIR"),
-        }
-    }
-    Ok(o)
-}
 
 fn schemes(quick: bool) -> anyhow::Result<Vec<Box<dyn Quantizer>>> {
     let pc = |s: QuantSpec| s.per_channel().asymmetric();
@@ -102,13 +77,6 @@ fn schemes(quick: bool) -> anyhow::Result<Vec<Box<dyn Quantizer>>> {
 /// precision).
 type Column = (&'static str, Vec<f64>);
 
-/// 1-based ranks, largest first, ties sharing the best rank.
-fn ranks(v: &[f64]) -> Vec<usize> {
-    v.iter()
-        .map(|x| 1 + v.iter().filter(|y| *y > x).count())
-        .collect()
-}
-
 /// Every metric's ranking of the schemes, Kendall τ-b between every pair of metrics, and the
 /// pairs of schemes whose order differs between them.
 fn orderings(title: &str, names: &[String], cols: &[Column]) -> anyhow::Result<String> {
@@ -119,7 +87,7 @@ fn orderings(title: &str, names: &[String], cols: &[Column]) -> anyhow::Result<S
         write!(md, " {c} |")?;
     }
     write!(md, "\n|---|{}\n", "---|".repeat(cols.len()))?;
-    let r: Vec<Vec<usize>> = cols.iter().map(|(_, v)| ranks(v)).collect();
+    let r: Vec<Vec<usize>> = cols.iter().map(|(_, v)| ranks::ranks(v)).collect();
     for (i, n) in names.iter().enumerate() {
         write!(md, "| {n} |")?;
         for rc in &r {
@@ -160,49 +128,22 @@ fn orderings(title: &str, names: &[String], cols: &[Column]) -> anyhow::Result<S
     Ok(md)
 }
 
-/// Attributions of every row of `x` for the given classes.
-fn attributions(
-    method: &Attributor,
-    model: &Mlp,
-    x: &Tensor,
-    classes: &[u32],
-) -> anyhow::Result<Vec<Attribution>> {
-    let targets: Vec<Target> = classes.iter().map(|&c| Target::Class(c as usize)).collect();
-    Ok(method.attribute_rows(|b| model.forward(b), x, &targets)?)
-}
-
-fn digits(o: &Options, names: &mut Vec<String>) -> anyhow::Result<(String, Vec<Column>)> {
-    let dev = Device::Cpu;
+fn digits(o: &cli::Options, names: &mut Vec<String>) -> anyhow::Result<(String, Vec<Column>)> {
     let n_explain = if o.quick { 50 } else { 200 };
-    let table = data::digits()?;
-    let labels = table.labels().unwrap_or_default().to_vec();
-    let split = MembershipSplit::builder(table.len())
-        .members(table.len() * 7 / 10)
-        .stratify(&labels)
-        .seed(SEED)
-        .build()?;
-    let opts = StandardizeOptions::default().drop_constant(false);
-    let z = Standardizer::fit_with(&table, split.members(), opts)?.transform(&table)?;
-    let (x_train, y_train) = z.select(split.members())?.to_tensors(&dev)?;
-    let (x_test, y_test) = z.select(split.non_members())?.to_tensors(&dev)?;
-    let y_test = y_test.to_vec1::<u32>()?;
+    let digits::DigitsClassifier {
+        split,
+        x_train,
+        x_test,
+        y_test,
+        model: fp,
+    } = digits::digits_classifier(SEED)?;
     let x = x_test.narrow(0, 0, n_explain)?;
-    let mut fp = Mlp::new(MlpConfig::new(z.n_features(), &[128], 10), SEED, &dev)?;
-    train(
-        &mut fp,
-        (&x_train, &y_train),
-        None,
-        &TrainConfig::new(40, SEED).batch_size(32),
-    )?;
     let ig = Attributor::integrated_gradients(64);
     let gxi = Attributor::gradient_times_input();
     let fp_classes = fp.forward(&x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let fp_ig = attributions(&ig, &fp, &x, &fp_classes)?;
-    let fp_gxi = attributions(&gxi, &fp, &x, &fp_classes)?;
-    let search = CounterfactualSearch::new()
-        .step_size(0.05)
-        .max_steps(1000)
-        .penalties(0.01, 0.0);
+    let fp_ig = digits::attributions(&ig, &fp, &x, &fp_classes)?;
+    let fp_gxi = digits::attributions(&gxi, &fp, &x, &fp_classes)?;
+    let search = digits::counterfactual_search();
     let fp_cfs = search.search(|b| fp.forward(b), &x)?;
     let mut md = format!(
         "Digits: {split}; MLP 64-128-10, 40 epochs; {n_explain} held-out images explained.\n\n\
@@ -236,10 +177,18 @@ fn digits(o: &Options, names: &mut Vec<String>) -> anyhow::Result<(String, Vec<C
             .store_as(StoreAs::FakeQuantized)
             .run(&mut m)?;
         let pred = m.forward(&x_test)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-        let a_ig =
-            AgreementSummary::compare(&fp_ig, &attributions(&ig, &m, &x, &fp_classes)?, 8, None)?;
-        let a_gxi =
-            AgreementSummary::compare(&fp_gxi, &attributions(&gxi, &m, &x, &fp_classes)?, 8, None)?;
+        let a_ig = AgreementSummary::compare(
+            &fp_ig,
+            &digits::attributions(&ig, &m, &x, &fp_classes)?,
+            8,
+            None,
+        )?;
+        let a_gxi = AgreementSummary::compare(
+            &fp_gxi,
+            &digits::attributions(&gxi, &m, &x, &fp_classes)?,
+            8,
+            None,
+        )?;
         let transfer = validity_on(|b| m.forward(b), &x, &fp_cfs)?;
         let own = CounterfactualSummary::of(&search.search(|b| m.forward(b), &x)?, None)?;
         writeln!(
@@ -305,7 +254,7 @@ fn probe(model: &Llama, facts: &[FactPrompt]) -> anyhow::Result<FactProbe> {
     })
 }
 
-fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
+fn smollm2_part(o: &cli::Options) -> anyhow::Result<(String, Vec<Column>)> {
     let dev = Device::Cpu;
     let model = Llama::smollm2(&dev)?;
     let tok = Tokenizer::smollm2()?;
@@ -374,7 +323,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<(String, Vec<Column>)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = cli::parse("reproductions/explain", "", |_, _| Ok(false))?;
     std::fs::create_dir_all(&o.out)?;
     let t0 = Instant::now();
     let mut names = Vec::new();

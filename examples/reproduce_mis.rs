@@ -30,13 +30,12 @@
 //! (`report.{json,csv,md}`, `frontier.svg`, …) and `ranking.md`; prints every table.
 //! `--quick` (CI) uses fewer simulated rounds, 2 splits and fewer bootstrap resamples.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use quantlens::audit::{Audit, AuditData, Utility, UtilityMetric, WriteOptions};
-use quantlens::data::{self, MembershipSplit, Standardizer};
+use quantlens::data::{self, MembershipSplit, Standardizer, TabularData};
 use quantlens::explain::spearman;
 use quantlens::mis::{
     Bootstrap, LossThreshold, MisEstimator, MisIndicator, QuantizedMean, Roc, SmoothedTv,
@@ -53,6 +52,11 @@ use quantlens::{
 };
 use rayon::prelude::*;
 
+#[path = "support/cli.rs"]
+mod cli;
+#[path = "support/ranks.rs"]
+mod ranks;
+
 const SEED: u64 = 20261125;
 /// Training-set size of the synthetic game: small enough that every Δ_n is measurable.
 const N_SYNTHETIC: usize = 20;
@@ -61,44 +65,30 @@ const N_SYNTHETIC: usize = 20;
 const PUSHES: [f64; 2] = [0.10, 0.25];
 
 struct Options {
-    quick: bool,
+    cli: cli::Options,
     splits: usize,
-    out: PathBuf,
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        quick: false,
-        splits: 0,
-        out: PathBuf::from("reproductions/mis"),
-    };
     let mut splits = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => o.quick = true,
-            "--splits" => splits = Some(next(&mut args, &arg)?.parse()?),
-            "--out" => o.out = PathBuf::from(next(&mut args, &arg)?),
-            other => {
-                anyhow::bail!("unknown option {other}; expected --quick, --splits K, --out DIR")
-            }
+    let cli = cli::parse("reproductions/mis", ", --splits K", |flag, value| {
+        if flag == "--splits" {
+            splits = Some(value()?.parse()?);
+            Ok(true)
+        } else {
+            Ok(false)
         }
-    }
-    o.splits = splits.unwrap_or(if o.quick { 2 } else { 5 });
-    Ok(o)
-}
-
-fn next(args: &mut impl Iterator<Item = String>, flag: &str) -> anyhow::Result<String> {
-    args.next()
-        .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+    })?;
+    let splits = splits.unwrap_or(if cli.quick { 2 } else { 5 });
+    Ok(Options { cli, splits })
 }
 
 fn main() -> anyhow::Result<()> {
     let o = options()?;
-    std::fs::create_dir_all(&o.out)?;
+    std::fs::create_dir_all(&o.cli.out)?;
     let t0 = Instant::now();
     let synthetic = synthetic(&o)?;
-    std::fs::write(o.out.join("synthetic.md"), &synthetic)?;
+    std::fs::write(o.cli.out.join("synthetic.md"), &synthetic)?;
     print!("{synthetic}");
     println!("(part 1: {:.1} s)\n", t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
@@ -173,7 +163,7 @@ fn game_sample(
 }
 
 fn synthetic(o: &Options) -> anyhow::Result<String> {
-    let (rounds, held_out, resamples) = if o.quick {
+    let (rounds, held_out, resamples) = if o.cli.quick {
         (40_000, 5_000, 40)
     } else {
         (400_000, 50_000, 200)
@@ -202,21 +192,10 @@ fn synthetic(o: &Options) -> anyhow::Result<String> {
                 .with_fprs(&[])
                 .with_bootstrap(boot(SEED + i as u64)?)
                 .estimate(&sample)?;
-            let lowest = rounds
-                .members
-                .iter()
-                .chain(&rounds.non_members)
-                .map(|p| p.0)
-                .min()
-                .unwrap_or(0);
-            let idx = |v: &[(i64, f64)]| {
-                v.iter()
-                    .map(|&(k, z)| ((k - lowest) as u32, z))
-                    .collect::<Vec<_>>()
-            };
+            let (members, non_members) = rounds.joint_histogram_input();
             let tv = SmoothedTv::new()
                 .with_bootstrap(boot(SEED + 100 + i as u64)?)
-                .joint_histogram(&idx(&rounds.members), &idx(&rounds.non_members))?;
+                .joint_histogram(&members, &non_members)?;
             let (selected, competitors) = game.indicator_losses(&z);
             let indicator = MisIndicator::new(game.n())
                 .bootstrap(resamples, 0.95, SEED + 200 + i as u64)
@@ -329,19 +308,16 @@ fn synthetic(o: &Options) -> anyhow::Result<String> {
         md += &format!("| {what} | {rho:.3} | [{lo:.3}, {hi:.3}] |\n");
     }
     md += "\nRankings (1 = most private):\n\n| grid | true | indicator | attack |\n|---|---|---|---|\n";
-    let (rt, ri, ra) = (ranks(&truth), ranks(&rates), ranks(&attack));
+    let (rt, ri, ra) = (
+        ranks::ranks(&truth),
+        ranks::ranks(&rates),
+        ranks::ranks(&attack),
+    );
     for (i, g) in grids.iter().enumerate() {
         md += &format!("| {} | {} | {} | {} |\n", g.label, rt[i], ri[i], ra[i]);
     }
     md.push('\n');
     Ok(md)
-}
-
-/// 1-based ranks, largest value first (ties share the best rank).
-fn ranks(v: &[f64]) -> Vec<usize> {
-    v.iter()
-        .map(|x| 1 + v.iter().filter(|y| *y > x).count())
-        .collect()
 }
 
 /// 2.5 % and 97.5 % percentiles.
@@ -357,9 +333,8 @@ fn percentile_ci(mut v: Vec<f64>) -> (f64, f64) {
 /// The membership split of one training: a stratified half of B3DB are the members, 256
 /// other rows calibrate GPTQ, the rest are the non-members (also the held-out set for
 /// accuracy and the indicator). Standardised on the members.
-fn b3db_split(seed: u64) -> quantlens::Result<AuditData> {
+fn b3db_split(table: &TabularData, seed: u64) -> quantlens::Result<AuditData> {
     let dev = Device::Cpu;
-    let table = data::b3db_classification()?;
     let labels = table.labels().unwrap_or_default().to_vec();
     let split = MembershipSplit::builder(table.len())
         .members(table.len() / 2)
@@ -367,7 +342,7 @@ fn b3db_split(seed: u64) -> quantlens::Result<AuditData> {
         .stratify(&labels)
         .seed(seed)
         .build()?;
-    let z = Standardizer::fit(&table, split.members())?.transform(&table)?;
+    let z = Standardizer::fit(table, split.members())?.transform(table)?;
     let members = z.select(split.members())?.to_tensors(&dev)?;
     let (x_out, y_out) = z.select(split.non_members())?.to_tensors(&dev)?;
     let (x_cal, _) = z.select(split.calibration())?.to_tensors(&dev)?;
@@ -447,14 +422,16 @@ fn indicator_losses(
 }
 
 fn molecular(o: &Options) -> anyhow::Result<()> {
-    let resamples = if o.quick { 40 } else { 200 };
+    let resamples = if o.cli.quick { 40 } else { 200 };
+    // Read and parsed once; each split standardises its own members.
+    let table = data::b3db_classification()?;
     let datas: Mutex<Vec<AuditData>> = Mutex::new(Vec::new());
     let models: Mutex<Vec<Mlp>> = Mutex::new(Vec::new());
     let report = Audit::repeated(
         format!("MLP 1164-128-2 (ReLU, 30 epochs, batch 128, no weight decay) on B3DB classification, K = {}", o.splits),
         o.splits,
         |_, seed| {
-            let d = b3db_split(seed)?;
+            let d = b3db_split(&table, seed)?;
             datas.lock().map_err(|_| quantlens::Error::Unsupported("poisoned lock".into()))?.push(d.clone());
             Ok(d)
         },
@@ -477,8 +454,8 @@ fn molecular(o: &Options) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("poisoned lock"))?;
     let opts = WriteOptions::default().with_utility(UtilityMetric::Accuracy);
     let aggregated = report.aggregate_trainings()?;
-    aggregated.write_all(&o.out, &opts)?;
-    report.write_all(o.out.join("per-training"), &opts)?;
+    aggregated.write_all(&o.cli.out, &opts)?;
+    report.write_all(o.cli.out.join("per-training"), &opts)?;
     println!("## Part 2: B3DB, {} splits\n", o.splits);
     print!("{}", aggregated.to_markdown_string());
 
@@ -566,7 +543,7 @@ fn molecular(o: &Options) -> anyhow::Result<()> {
             .zip(accuracy.iter().copied())
             .collect::<Vec<_>>(),
     )?;
-    let (rm, ri) = (ranks(&mis), ranks(&rates));
+    let (rm, ri) = (ranks::ranks(&mis), ranks::ranks(&rates));
     let mut md = format!(
         "\n### Indicator ranking against the empirical MIS ranking (B3DB, mean over {} splits)\n\n\
          Indicator rate r̂ from the non-members' losses of the quantized model and its two competitors \
@@ -593,8 +570,8 @@ fn molecular(o: &Options) -> anyhow::Result<()> {
     md += &format!(
         "\nSpearman ρ(indicator rate, empirical MIS) = {rho:.3}, 95 % paired bootstrap interval [{lo:.3}, {hi:.3}] ({resamples} resamples).\n"
     );
-    std::fs::write(o.out.join("ranking.md"), &md)?;
+    std::fs::write(o.cli.out.join("ranking.md"), &md)?;
     print!("{md}");
-    println!("\nwrote {}", o.out.display());
+    println!("\nwrote {}", o.cli.out.display());
     Ok(())
 }

@@ -25,7 +25,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -42,6 +41,8 @@ use quantlens::{
 };
 use rayon::prelude::*;
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/minilm.rs"]
 mod minilm;
 #[path = "support/smollm2.rs"]
@@ -49,34 +50,8 @@ mod smollm2;
 
 const SEED: u64 = 20261125;
 
-struct Options {
-    quick: bool,
-    out: PathBuf,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        quick: false,
-        out: PathBuf::from("reproductions/nullspace"),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => o.quick = true,
-            "--out" => {
-                o.out = PathBuf::from(
-                    args.next()
-                        .ok_or_else(|| anyhow::anyhow!("--out needs a value"))?,
-                )
-            }
-            other => anyhow::bail!("unknown option {other}; expected --quick, --out DIR"),
-        }
-    }
-    Ok(o)
-}
-
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = cli::parse("reproductions/nullspace", "", |_, _| Ok(false))?;
     std::fs::create_dir_all(&o.out)?;
     let t0 = Instant::now();
     minilm_part(&o)?;
@@ -136,7 +111,60 @@ fn capture<M: QuantizableModel>(
     Ok(capture.into_calibrations())
 }
 
-fn minilm_part(o: &Options) -> anyhow::Result<()> {
+/// A model's linear layers as the quantizers see them: names, full-precision weights, and the
+/// calibration statistics of their full-precision inputs.
+struct Layers {
+    names: Vec<String>,
+    weights: Vec<Tensor>,
+    calib: BTreeMap<String, Calibration>,
+}
+
+impl Layers {
+    fn of<M: QuantizableModel>(model: &M, batches: &[Tensor]) -> quantlens::Result<Self> {
+        let names = model.layer_names();
+        let weights = names
+            .iter()
+            .map(|n| model.weight(n))
+            .collect::<quantlens::Result<_>>()?;
+        Ok(Layers {
+            names,
+            weights,
+            calib: capture(model, batches)?,
+        })
+    }
+
+    /// Every layer quantized by `q`, in parallel.
+    fn quantize(&self, q: &dyn Quantizer) -> quantlens::Result<Vec<QuantizedTensor>> {
+        self.names
+            .par_iter()
+            .zip(&self.weights)
+            .map(|(n, w)| q.quantize(w, self.calib.get(n)))
+            .collect()
+    }
+
+    /// `refiner` on top of each layer's base result, except where `refine(name)` is false.
+    fn refine<Q: Quantizer>(
+        &self,
+        refiner: &NullSpaceRefine<Q>,
+        base: &[QuantizedTensor],
+        refine: impl Fn(&str) -> bool + Sync,
+    ) -> quantlens::Result<Vec<QuantizedTensor>> {
+        self.names
+            .par_iter()
+            .zip(&self.weights)
+            .zip(base)
+            .map(|((n, w), q)| {
+                if refine(n) {
+                    refiner.refine(w, q.clone(), &self.calib[n])
+                } else {
+                    Ok(q.clone())
+                }
+            })
+            .collect()
+    }
+}
+
+fn minilm_part(o: &cli::Options) -> anyhow::Result<()> {
     let (n_calib, n_heldout, n_embed): (usize, usize, usize) = if o.quick {
         (32, 32, 16)
     } else {
@@ -149,7 +177,7 @@ fn minilm_part(o: &Options) -> anyhow::Result<()> {
     let (calib_docs, heldout_docs) = TextCorpus::python_docs()?.split_by_document(0.5, SEED)?;
     let calib_batches = minilm::sequences(&calib_docs, &tok, n_calib, SEED)?;
     let heldout_batches = minilm::sequences(&heldout_docs, &tok, n_heldout, SEED)?;
-    let calib = capture(&model, &calib_batches)?;
+    let layers = Layers::of(&model, &calib_batches)?;
     let heldout = capture(&model, &heldout_batches)?;
     let embed_batches: Vec<Tensor> = heldout_batches
         .iter()
@@ -157,15 +185,11 @@ fn minilm_part(o: &Options) -> anyhow::Result<()> {
         .cloned()
         .collect();
     let reference = minilm::embeddings(&model, &embed_batches, &mut NoHooks)?;
-    let names = model.layer_names();
-    let originals: Vec<Tensor> = names
-        .iter()
-        .map(|n| model.weight(n))
-        .collect::<quantlens::Result<_>>()?;
+    let names = &layers.names;
     let layer_error = |qs: &[QuantizedTensor]| -> quantlens::Result<Vec<f64>> {
         names
             .par_iter()
-            .zip(&originals)
+            .zip(&layers.weights)
             .zip(qs)
             .map(|((n, w), q)| relative_layer_output_error(w, &q.dequantize(&dev)?, &heldout[n]))
             .collect()
@@ -201,11 +225,7 @@ fn minilm_part(o: &Options) -> anyhow::Result<()> {
         }
         for (base_name, base) in bases {
             let t = Instant::now();
-            let base_q: Vec<QuantizedTensor> = names
-                .par_iter()
-                .zip(&originals)
-                .map(|(n, w)| base.quantize(w, calib.get(n)))
-                .collect::<quantlens::Result<_>>()?;
+            let base_q = layers.quantize(base.as_ref())?;
             let base_secs = t.elapsed().as_secs_f64();
             let base_err = layer_error(&base_q)?;
             let base_mean = mean(&base_err);
@@ -217,18 +237,7 @@ fn minilm_part(o: &Options) -> anyhow::Result<()> {
             layer_cols.push((base_name.to_string(), base_err.clone()));
             for (label, refiner) in refinements(&cache)? {
                 let t = Instant::now();
-                let refined: Vec<QuantizedTensor> = names
-                    .par_iter()
-                    .zip(&originals)
-                    .zip(&base_q)
-                    .map(|((n, w), q)| {
-                        if refined_in_this_run(o, n) {
-                            refiner.refine(w, q.clone(), &calib[n])
-                        } else {
-                            Ok(q.clone())
-                        }
-                    })
-                    .collect::<quantlens::Result<_>>()?;
+                let refined = layers.refine(&refiner, &base_q, |n| refined_in_this_run(o, n))?;
                 let secs = t.elapsed().as_secs_f64();
                 let err = layer_error(&refined)?;
                 let better = err.iter().zip(&base_err).filter(|(a, b)| a < b).count();
@@ -279,7 +288,7 @@ fn minilm_part(o: &Options) -> anyhow::Result<()> {
 
 /// `--quick` refines only the first two blocks' layers: the eigendecompositions dominate the
 /// run time, and a smoke test needs only some of them.
-fn refined_in_this_run(o: &Options, layer: &str) -> bool {
+fn refined_in_this_run(o: &cli::Options, layer: &str) -> bool {
     !o.quick || layer.starts_with("blocks.0.") || layer.starts_with("blocks.1.")
 }
 
@@ -287,7 +296,7 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-fn smollm2_part(o: &Options) -> anyhow::Result<()> {
+fn smollm2_part(o: &cli::Options) -> anyhow::Result<()> {
     let (n_tokens, seq_len, n_calib) = if o.quick { (2, 256, 2) } else { (16, 512, 16) };
     let dev = Device::Cpu;
     let model = Llama::smollm2(&dev)?;
@@ -296,7 +305,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<()> {
     let calib_batches = smollm2::calibration_batches(&tok, SEED, n_calib, seq_len)?;
     let config = PerplexityConfig::new(seq_len, seq_len).batch(4);
     let t = Instant::now();
-    let calib = capture(&model, &calib_batches)?;
+    let layers = Layers::of(&model, &calib_batches)?;
     let capture_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let reference = perplexity(&model, &eval, config)?.perplexity;
@@ -308,11 +317,6 @@ fn smollm2_part(o: &Options) -> anyhow::Result<()> {
     let mut table = format!(
         "| scheme | perplexity | vs base | quantize time |\n|---|---|---|---|\n| full precision (Q4_1 checkpoint dequantized) | {reference:.3} | – | – |\n"
     );
-    let names = model.layer_names();
-    let originals: Vec<Tensor> = names
-        .iter()
-        .map(|n| model.weight(n))
-        .collect::<quantlens::Result<_>>()?;
     let cache = NullSpaceCache::default();
     let q2n = NullSpaceRefine::new(UniformQuantizer::new(QuantSpec::int8())?)
         .keep_all_rows()
@@ -323,7 +327,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<()> {
     }
     let with = |qs: &[QuantizedTensor]| -> anyhow::Result<f64> {
         let mut m = model.clone();
-        for (n, q) in names.iter().zip(qs) {
+        for (n, q) in layers.names.iter().zip(qs) {
             // Fake-quantized dense weights: the same numbers, a faster evaluation.
             m.set_weight(n, LayerWeight::Dense(q.dequantize(&dev)?))?;
         }
@@ -331,11 +335,7 @@ fn smollm2_part(o: &Options) -> anyhow::Result<()> {
     };
     for (base_name, base) in bases {
         let t = Instant::now();
-        let base_q: Vec<QuantizedTensor> = names
-            .par_iter()
-            .zip(&originals)
-            .map(|(n, w)| base.quantize(w, calib.get(n)))
-            .collect::<quantlens::Result<_>>()?;
+        let base_q = layers.quantize(base.as_ref())?;
         let base_secs = t.elapsed().as_secs_f64();
         let base_ppl = with(&base_q)?;
         writeln!(
@@ -343,19 +343,10 @@ fn smollm2_part(o: &Options) -> anyhow::Result<()> {
             "| {base_name} | {base_ppl:.3} | – | {base_secs:.0} s |"
         )?;
         let t = Instant::now();
-        let refined: Vec<QuantizedTensor> = names
-            .par_iter()
-            .zip(&originals)
-            .zip(&base_q)
-            .map(|((n, w), q)| {
-                // The reference code leaves mlp.down_proj to the base.
-                if n.ends_with("down_proj") || !refined_in_this_run(o, n) {
-                    Ok(q.clone())
-                } else {
-                    q2n.refine(w, q.clone(), &calib[n])
-                }
-            })
-            .collect::<quantlens::Result<_>>()?;
+        // The reference code leaves mlp.down_proj to the base.
+        let refined = layers.refine(&q2n, &base_q, |n| {
+            !n.ends_with("down_proj") && refined_in_this_run(o, n)
+        })?;
         let secs = t.elapsed().as_secs_f64();
         let ppl = with(&refined)?;
         writeln!(

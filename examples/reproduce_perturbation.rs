@@ -27,7 +27,6 @@
 //! and only the first row of each group for SmolLM2.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -41,36 +40,12 @@ use quantlens::quant::{ActivationFormat, CompandingQuantizer};
 use quantlens::text::{CompactVocabulary, TokenWindows, Tokenizer, token_stream};
 use quantlens::{Granularity, Nf4Quantizer, Perturbation, QuantSpec, Quantizer, UniformQuantizer};
 
+#[path = "support/cli.rs"]
+mod cli;
 #[path = "support/smollm2.rs"]
 mod smollm2;
 
 const SEED: u64 = 20261125;
-
-struct Options {
-    quick: bool,
-    out: PathBuf,
-}
-
-fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        quick: false,
-        out: PathBuf::from("reproductions/perturbation"),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--quick" => o.quick = true,
-            "--out" => {
-                o.out = PathBuf::from(
-                    args.next()
-                        .ok_or_else(|| anyhow::anyhow!("--out needs a value"))?,
-                )
-            }
-            other => anyhow::bail!("unknown option {other}; expected --quick, --out DIR"),
-        }
-    }
-    Ok(o)
-}
 
 /// What a row does to the model before evaluation.
 enum Change {
@@ -319,7 +294,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 /// to its 2,048 most frequent ids. Returns the model and the held-out tokens re-indexed the
 /// same way.
 fn train_decoder(
-    o: &Options,
+    o: &cli::Options,
     tok: &Tokenizer,
     eval_tokens: &[u32],
 ) -> anyhow::Result<(Llama, Vec<u32>, Vec<Tensor>, String)> {
@@ -364,7 +339,7 @@ fn train_decoder(
 }
 
 fn main() -> anyhow::Result<()> {
-    let o = options()?;
+    let o = cli::parse("reproductions/perturbation", "", |_, _| Ok(false))?;
     std::fs::create_dir_all(&o.out)?;
     let dev = Device::Cpu;
     let tok = Tokenizer::smollm2()?;
