@@ -975,7 +975,8 @@ fn check_scaled(dev: &Device, qz: &dyn Quantizer, w: &Tensor, dtype: DType) {
 
 /// (rows, cols, granularity): ragged groups (7, 12, 165: the scalar absmax path, octets that
 /// straddle groups), a group of 40 (five octets: a partial warp), 32/64/128, per-channel
-/// 129 and 1000, a per-channel group of 5000 (one block per group), per-tensor.
+/// 129 and 1000, a per-channel group of 5000 (one block per group), per-tensor, and groups
+/// of 70000 and 300000 (several blocks per group, maxima merged by atomicMax).
 const SCALED_CASES: &[(usize, usize, Granularity)] = &[
     (3, 7, Granularity::PerChannel),
     (3, 36, Granularity::PerGroup(12)),
@@ -987,14 +988,33 @@ const SCALED_CASES: &[(usize, usize, Granularity)] = &[
     (17, 129, Granularity::PerChannel),
     (7, 1000, Granularity::PerChannel),
     (2, 5000, Granularity::PerChannel),
+    (2, 70000, Granularity::PerChannel),
+    (300, 1000, Granularity::PerTensor),
 ];
+
+/// The weights of a `SCALED_CASES` case: groups past 64 Ki elements (several blocks per
+/// group) are too few for the tricky patterns, so they get random weights with a −0 and a
+/// subnormal.
+fn scaled_case_weights(rows: usize, cols: usize, group: usize, seed: u64) -> Tensor {
+    if group <= 1 << 16 {
+        return scaled_tricky_weights(rows, cols, group, seed);
+    }
+    let mut v: Vec<f32> = weights(rows, cols, seed)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    v[0] = -0.0;
+    v[1] = 1e-40;
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
 
 #[test]
 fn nf4_and_normal_float_quantize_match_the_cpu_bit_for_bit() {
     let dev = gpu();
     for (k, &(rows, cols, gran)) in SCALED_CASES.iter().enumerate() {
         let group = gran.group_len(rows, cols).unwrap();
-        let w = scaled_tricky_weights(rows, cols, group, 900 + k as u64);
+        let w = scaled_case_weights(rows, cols, group, 900 + k as u64);
         let mut quantizers: Vec<Box<dyn Quantizer>> = Vec::new();
         for sd in [
             ScaleDType::F32,
@@ -1040,7 +1060,7 @@ fn float_formats_quantize_match_the_cpu_bit_for_bit() {
     let dev = gpu();
     for (k, &(rows, cols, gran)) in SCALED_CASES.iter().enumerate() {
         let group = gran.group_len(rows, cols).unwrap();
-        let w = scaled_tricky_weights(rows, cols, group, 960 + k as u64);
+        let w = scaled_case_weights(rows, cols, group, 960 + k as u64);
         let mut quantizers: Vec<FloatQuantizer> = Vec::new();
         for f in [FloatFormat::E4M3, FloatFormat::E5M2, FloatFormat::E2M1] {
             for sd in [

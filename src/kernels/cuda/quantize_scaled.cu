@@ -6,7 +6,8 @@
 // 1. `ql_scaled_absmax_{warp,block}_*`: per group, max |w| and finiteness, then the group's
 //    stored scale by one of three rules (QL_RULE_*), a "group is all zero" flag, and a status
 //    word (bit 0: a non-finite weight, bit 1: a scale its dtype cannot hold). One warp per
-//    group up to 4096 elements, one block per group beyond.
+//    group up to 4096 elements, one block per group up to 64 Ki, beyond that many blocks per
+//    group (`ql_scaled_absmax_part_*`, then `ql_scaled_absmax_finish`).
 // 2. `ql_scaled_encode_{table,float}_*`: each thread encodes eight consecutive weights (eight
 //    b-bit codes fill exactly b bytes, src/quant/packing.rs `pack_fixed`) against their
 //    group's scale and writes the packed little-endian bytes.
@@ -224,6 +225,64 @@ __device__ void ql_absmax_block(const T *__restrict__ x, uint64_t group_len, uin
     }
 }
 
+// Long groups (per-tensor, over 64 Ki elements): many blocks per group, so one block does
+// not read the whole tensor alone. Block (b, g) reduces elements b·256 + t, block-strided over
+// group g, then folds its result into the group's running maximum with an integer atomicMax on
+// the bits (non-negative floats, +inf included, order as their bit patterns; fmaxf never lets
+// a NaN in) and ORs its "not finite" flag. `amax_bits` and `bad_flags` start at 0 (+0.0, none).
+template <typename T>
+__device__ void ql_absmax_part(const T *__restrict__ x, uint64_t group_len,
+                               uint32_t *__restrict__ amax_bits,
+                               uint32_t *__restrict__ bad_flags) {
+    __shared__ float samax[QL_S_THREADS];
+    __shared__ int sbad[QL_S_THREADS];
+    const uint64_t g = blockIdx.y;
+    const T *xg = x + g * group_len;
+    float amax = 0.0f;
+    int bad = 0;
+    const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < group_len; i += stride) {
+        ql_fold(to_f32(xg[i]), amax, bad);
+    }
+    samax[threadIdx.x] = amax;
+    sbad[threadIdx.x] = bad;
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            samax[threadIdx.x] = fmaxf(samax[threadIdx.x], samax[threadIdx.x + s]);
+            sbad[threadIdx.x] |= sbad[threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        atomicMax(amax_bits + g, __float_as_uint(samax[0]));
+        if (sbad[0]) {
+            atomicOr(bad_flags + g, 1u);
+        }
+    }
+}
+
+// After `ql_absmax_part`: one thread per group turns the maximum into the scale.
+__device__ void ql_absmax_finish(const uint32_t *__restrict__ amax_bits,
+                                 const uint32_t *__restrict__ bad_flags, uint64_t groups,
+                                 uint32_t rule, uint32_t dtype, float max_finite, int emax,
+                                 float *scales, uint8_t *zero, uint32_t *status) {
+    const uint64_t g = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= groups) {
+        return;
+    }
+    ql_group_scale(__uint_as_float(amax_bits[g]), bad_flags[g] != 0u, rule, dtype, max_finite,
+                   emax, g, scales, zero, status);
+}
+
+extern "C" __global__ void __launch_bounds__(QL_S_THREADS)
+    ql_scaled_absmax_finish(const uint32_t *amax_bits, const uint32_t *bad_flags,
+                            uint64_t groups, uint32_t rule, uint32_t dtype, float max_finite,
+                            int32_t emax, float *scales, uint8_t *zero, uint32_t *status) {
+    ql_absmax_finish(amax_bits, bad_flags, groups, rule, dtype, max_finite, emax, scales, zero,
+                     status);
+}
+
 // Rust's f32::next_down (towards −∞; ±0 gives the negative smallest subnormal).
 __device__ __forceinline__ float ql_next_down(float v) {
     const uint32_t bits = __float_as_uint(v);
@@ -423,6 +482,10 @@ __device__ void ql_encode_float(const T *__restrict__ x, uint64_t n, uint32_t bi
                                         int32_t emax, float *scales, uint8_t *zero,            \
                                         uint32_t *status) {                                    \
         ql_absmax_block<T>(x, group_len, rule, dtype, max_finite, emax, scales, zero, status); \
+    }                                                                                          \
+    extern "C" __global__ void __launch_bounds__(QL_S_THREADS) ql_scaled_absmax_part_##SUFFIX(  \
+        const T *__restrict__ x, uint64_t group_len, uint32_t *amax_bits, uint32_t *bad_flags) { \
+        ql_absmax_part<T>(x, group_len, amax_bits, bad_flags);                                 \
     }                                                                                          \
     extern "C" __global__ void __launch_bounds__(QL_S_THREADS) ql_scaled_encode_table_##SUFFIX( \
         const T *__restrict__ x, uint64_t n, uint32_t bits, uint64_t group_len,                \

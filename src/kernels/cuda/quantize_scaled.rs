@@ -33,6 +33,12 @@ const BLOCK: u32 = 256;
 const MAX_BLOCKS: usize = 1 << 16;
 /// Groups up to this length are reduced by one warp each, longer ones by one block each.
 const WARP_GROUP_MAX: usize = 4096;
+/// Groups longer than this (per-tensor scales of a large matrix) are reduced by many blocks
+/// each, so one block does not read them alone.
+const BLOCK_GROUP_MAX: usize = 1 << 16;
+/// Elements per block of a group split over blocks, before the cap on blocks per group.
+const PART_ELEMS: usize = 1 << 14;
+const MAX_PARTS: usize = 1024;
 
 /// How the absmax kernel turns a group's absmax into its stored scale (`QL_RULE_*`).
 #[derive(Debug, Clone, Copy)]
@@ -294,7 +300,7 @@ struct Absmax {
     status: CudaSlice<u32>,
 }
 
-/// Launch `ql_scaled_absmax_{warp,block}_*`; `Ok(None)` when the grid would not fit.
+/// Launch `ql_scaled_absmax_{warp,block,part}_*`; `Ok(None)` when the grid would not fit.
 fn launch_absmax<T: CudaDType + DeviceRepr>(
     suffix: &str,
     src: &Src,
@@ -336,6 +342,52 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         // SAFETY: argument types and order match `ql_scaled_absmax_warp_*`; warp g < groups
         // reads elements g·group_len .. (g+1)·group_len ≤ n and writes index g of `scales`
         // and `zero`; warps past `groups` return.
+        unsafe { b.launch(cfg) }.w()?;
+    } else if src.group_len > BLOCK_GROUP_MAX {
+        // Several blocks per group fold their maxima into `bits` (atomicMax), then one thread
+        // per group derives the scale.
+        let parts = src.group_len.div_ceil(PART_ELEMS).min(MAX_PARTS) as u32;
+        let Some(groups_y) = u32::try_from(groups).ok().filter(|&g| g <= 65_535) else {
+            return Ok(None);
+        };
+        let Ok(finish_blocks) = u32::try_from(groups.div_ceil(BLOCK as usize)) else {
+            return Ok(None);
+        };
+        let mut bits = dev.alloc_zeros::<u32>(groups)?;
+        let mut bad = dev.alloc_zeros::<u32>(groups)?;
+        let f =
+            dev.get_or_load_custom_func(&format!("ql_scaled_absmax_part_{suffix}"), MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(x).arg(&group_len).arg(&mut bits).arg(&mut bad);
+        let cfg = LaunchConfig {
+            grid_dim: (parts, groups_y, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument types and order match `ql_scaled_absmax_part_*`; block (p, g)
+        // reads elements of group g < groups only (indices < group_len, block-strided) and
+        // updates index g of `bits` and `bad` atomically.
+        unsafe { b.launch(cfg) }.w()?;
+        let groups_u64 = groups as u64;
+        let f = dev.get_or_load_custom_func("ql_scaled_absmax_finish", MODULE, PTX)?;
+        let mut b = f.builder();
+        b.arg(&bits)
+            .arg(&bad)
+            .arg(&groups_u64)
+            .arg(&rule_id)
+            .arg(&dtype)
+            .arg(&max_finite)
+            .arg(&emax)
+            .arg(&mut scales)
+            .arg(&mut zero)
+            .arg(&mut status);
+        let cfg = LaunchConfig {
+            grid_dim: (finish_blocks, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument types and order match `ql_scaled_absmax_finish`; thread g < groups
+        // reads index g of `bits` and `bad` and writes index g of `scales` and `zero`.
         unsafe { b.launch(cfg) }.w()?;
     } else {
         let Ok(blocks) = u32::try_from(groups) else {
