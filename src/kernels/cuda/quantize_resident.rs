@@ -143,6 +143,7 @@ pub(crate) fn quantize_resident_deferred(
 /// Holds the source weight (a reference-counted handle, not a copy) until `finish`, to
 /// re-run the CPU path on a fault. Dropping it without `finish` discards the quantization.
 #[derive(Debug)]
+#[must_use = "the quantized weight is only reachable through `finish`"]
 pub struct PendingQuantize {
     weight: CudaQuantizedWeight,
     source: Tensor,
