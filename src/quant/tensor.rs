@@ -83,7 +83,7 @@ impl QuantFormat {
 /// break your code. The fields stay public for reading and editing.
 ///
 /// ```
-/// use candle_core::DType;
+/// use candle_core::{DType, Device};
 /// use quantlens::{PackedCodes, QuantFormat, QuantizedParts, QuantizedTensor, Scales};
 ///
 /// # fn main() -> quantlens::Result<()> {
@@ -97,9 +97,9 @@ impl QuantFormat {
 ///     codes,
 ///     Scales::F32(vec![0.5, 0.25]),
 /// )
-/// .with_zeros(PackedCodes::pack(&[8, 0], 8)?);
+/// .with_zeros(PackedCodes::pack(&[8, 0], 4)?);
 /// let q = QuantizedTensor::assemble(parts)?;
-/// let w: Vec<f32> = q.dequantize()?.flatten_all()?.to_vec1()?;
+/// let w: Vec<f32> = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
 /// assert_eq!(w, [-4.0, -1.5, 1.0, 3.5, 0.25, 0.5, 0.75, 1.0]);
 /// # Ok(())
 /// # }

@@ -15,6 +15,8 @@ pub(super) struct TokenBatch {
     pub(super) ids: Tensor,
     /// 1 for real tokens, 0 for `[PAD]`, `[b, t]` f32.
     pub(super) mask: Tensor,
+    /// Whether any position is padding.
+    pub(super) has_padding: bool,
 }
 
 impl TokenBatch {
@@ -76,8 +78,13 @@ impl TokenBatch {
             let host: Vec<u32> = values.iter().map(|&v| v as u32).collect();
             Tensor::from_vec(host, (b, t), ids.device())?
         };
+        let has_padding = mask.contains(&0.0);
         let mask = Tensor::from_vec(mask, (b, t), ids.device())?;
-        Ok(TokenBatch { ids, mask })
+        Ok(TokenBatch {
+            ids,
+            mask,
+            has_padding,
+        })
     }
 
     /// The additive attention mask `[b, 1, 1, t]`: 0 on real keys, `f32::MIN` on padding (as

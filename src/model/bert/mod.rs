@@ -31,7 +31,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 use crate::model::QuantizableModel;
-use crate::model::hooks::ForwardHook;
+use crate::model::hooks::{ForwardHook, PaddedBatch};
 use crate::model::linear::LinearLayer;
 use input::TokenBatch;
 use params::{FileParams, ParamSource, RandomParams};
@@ -150,6 +150,15 @@ impl BertEncoder {
     }
 
     fn hidden(&self, batch: &TokenBatch, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
+        if batch.has_padding {
+            // Hooks learn which rows are padding (calibration capture leaves them out).
+            let mut padded = PaddedBatch::new(hooks, &batch.mask)?;
+            return self.layers_forward(batch, &mut padded);
+        }
+        self.layers_forward(batch, hooks)
+    }
+
+    fn layers_forward(&self, batch: &TokenBatch, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
         let mask_bias = batch.attention_bias()?;
         let mut h = self.embeddings.forward(&batch.ids)?;
         for layer in &self.layers {
