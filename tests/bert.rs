@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Recording;
+use common::{Counted, Recording, packed_weights};
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,7 +15,7 @@ use quantlens::model::{
     BertConfig, BertEncoder, CaptureInputs, EmbeddingSimilarity, ForwardHook, HiddenAct, LayerNorm,
     QuantizableModel, SequentialQuantization,
 };
-use quantlens::{Error, QuantSpec, UniformQuantizer};
+use quantlens::{Error, GptqQuantizer, QuantSpec, UniformQuantizer};
 
 // ---------------------------------------------------------------------------------------------
 // The real model
@@ -985,4 +985,33 @@ fn embedding_similarity_refuses_mismatched_or_degenerate_inputs() {
         EmbeddingSimilarity::between_models(&model, &model, &[]),
         Err(Error::TooFewSamples { .. })
     ));
+}
+
+#[test]
+fn blockwise_sequential_gptq_equals_rerunning_the_prefix() {
+    let fp = BertEncoder::new(tiny_config(HiddenAct::Gelu), 8, &Device::Cpu).unwrap();
+    // A padded batch and an unpadded one.
+    let batches = [tiny_ids(), padded(&[&[1, 4, 9, 16, 25, 36, 2]])];
+    let gptq = GptqQuantizer::new(QuantSpec::int4().per_group(8)).unwrap();
+    let quantized = |chain: bool| {
+        let mut model = Counted::new(fp.clone(), chain);
+        let report = SequentialQuantization::new(&gptq)
+            .calibration(batches.clone())
+            .run(&mut model)
+            .unwrap();
+        (model, report)
+    };
+    let (blockwise, blockwise_report) = quantized(true);
+    let (prefix, prefix_report) = quantized(false);
+    assert_eq!(blockwise.forwards(), 0);
+    assert_eq!(prefix.forwards(), 8 * batches.len());
+    assert_eq!(blockwise_report, prefix_report);
+    // Token rows only: 6 + 3 + 5 from the padded batch, 7 from the other.
+    assert!(
+        blockwise_report
+            .layers
+            .iter()
+            .all(|l| l.calibration_rows == 21)
+    );
+    assert_eq!(packed_weights(&blockwise), packed_weights(&prefix));
 }

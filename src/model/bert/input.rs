@@ -90,8 +90,13 @@ impl TokenBatch {
     /// The additive attention mask `[b, 1, 1, t]`: 0 on real keys, `f32::MIN` on padding (as
     /// Hugging Face and Candle do), so padded keys get weight exactly 0 after the softmax.
     pub(super) fn attention_bias(&self) -> Result<Tensor> {
-        let (b, t) = self.mask.dims2()?;
-        let bias = ((self.mask.ones_like()? - &self.mask)? * f64::from(f32::MIN))?;
-        Ok(bias.reshape((b, 1, 1, t))?)
+        attention_bias(&self.mask)
     }
+}
+
+/// The additive attention mask `[b, 1, 1, t]` of a padding mask `[b, t]` (1 = token).
+pub(super) fn attention_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?;
+    Ok(bias.reshape((b, 1, 1, t))?)
 }

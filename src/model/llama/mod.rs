@@ -19,6 +19,7 @@
 mod attention;
 mod block;
 mod cache;
+mod chain;
 mod config;
 mod feed_forward;
 mod generate;
@@ -39,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::model::hooks::{ForwardHook, NoHooks};
 use crate::model::linear::LinearLayer;
 use crate::model::train::Trainable;
-use crate::model::{LayerWeight, QuantizableModel};
+use crate::model::{BlockChain, LayerWeight, QuantizableModel};
 use crate::rng::SplitMix64;
 
 use attention::{Attention, Step, Trace};
@@ -545,6 +546,10 @@ impl QuantizableModel for Llama {
     /// `ids: [b, t]` (u32) → logits `[b, t, vocab]` (f32).
     fn forward_hooked(&self, input: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
         self.run(input, hooks, None, Kernels::Fused, false)
+    }
+
+    fn as_block_chain(&self) -> Option<&dyn BlockChain> {
+        Some(self)
     }
 
     /// Per block: `[q, k, v]` (one input), `[o]`, `[gate, up]` (one input), `[down]`.
