@@ -184,14 +184,14 @@ fn scale_q3k(j: usize, s: &[u8]) -> i32 {
 fn q2k(b: &[u8], o: Out<'_>) {
     let (sc, qs) = (&b[..16], &b[16..80]);
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-    for g in 0..16 {
+    for (g, &sc) in sc.iter().enumerate() {
         let (half, shift, part) = (g / 8, 2 * ((g % 8) / 2), g % 2);
         let src = &qs[32 * half + 16 * part..][..16];
         for (c, q) in o.codes[16 * g..][..16].iter_mut().zip(src) {
             *c = (q >> shift) & 3;
         }
-        o.scales[g] = d * f32::from(sc[g] & 0x0F);
-        o.offsets[g] = -(dmin * f32::from(sc[g] >> 4));
+        o.scales[g] = d * f32::from(sc & 0x0F);
+        o.offsets[g] = -(dmin * f32::from(sc >> 4));
     }
 }
 
@@ -245,7 +245,7 @@ fn q45k(b: &[u8], qs: &[u8], high_bits: Option<&[u8]>, o: Out<'_>) {
 fn q6k(b: &[u8], o: Out<'_>) {
     let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
     let d = f16_at(b, 208);
-    for g in 0..16 {
+    for (g, &sc) in sc.iter().enumerate() {
         let (half, k, part) = (g / 8, (g % 8) / 2, g % 2);
         let low = &ql[64 * half + 32 * (k % 2) + 16 * part..][..16];
         let high = &qh[32 * half + 16 * part..][..16];
@@ -254,7 +254,7 @@ fn q6k(b: &[u8], o: Out<'_>) {
         for ((c, l), h) in codes.zip(low).zip(high) {
             *c = ((l >> shift) & 0x0F) | (((h >> (2 * k)) & 3) << 4);
         }
-        o.scales[g] = d * f32::from(sc[g] as i8);
+        o.scales[g] = d * f32::from(sc as i8);
     }
 }
 
