@@ -532,3 +532,87 @@ fn iq_and_other_unsupported_types_are_refused_by_name() {
         );
     }
 }
+
+/// The real SmolLM2 checkpoint with its `ffn_down` matrices (the only ones whose rows, 1536
+/// weights, are whole super-blocks) requantized by Candle to Q4_K and, every third layer,
+/// Q6_K — as llama.cpp's Q4_K_M does — and everything else (Q4_1, Q8_0, F32, all metadata)
+/// as it was: every tensor of the file reads as Candle reads it, bit for bit.
+#[test]
+fn requantized_smollm2_checkpoint_reads_whole() {
+    common::ensure_fixtures();
+    let path = quantlens::data::fixture_path("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").unwrap();
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let content = gguf_file::Content::read(&mut reader).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut k_count = [0usize; 2];
+    let tensors: Vec<(&str, QTensor)> = names
+        .iter()
+        .map(|name| {
+            let t = content.tensor(&mut reader, name, &Device::Cpu).unwrap();
+            let t = match name.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+                Some((layer, "ffn_down.weight")) => {
+                    let q6 = layer.parse::<usize>().unwrap().is_multiple_of(3);
+                    k_count[usize::from(q6)] += 1;
+                    let dtype = if q6 { GgmlDType::Q6K } else { GgmlDType::Q4K };
+                    QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), dtype).unwrap()
+                }
+                _ => t,
+            };
+            (name.as_str(), t)
+        })
+        .collect();
+    assert_eq!(k_count, [20, 10]);
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let list: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut bytes = Cursor::new(Vec::new());
+    gguf_file::write(&mut bytes, &metadata, &list).unwrap();
+
+    let file = read_gguf(bytes.get_ref()).unwrap();
+    assert_eq!(file.tensors().len(), tensors.len());
+    assert_eq!(
+        file.metadata_value("general.architecture")
+            .and_then(|v| v.as_str()),
+        Some("llama")
+    );
+    for (name, t) in &tensors {
+        match file.tensor(name).unwrap() {
+            TensorEntry::Quantized(q) => assert_same(name, q, t),
+            TensorEntry::Dense(d) => assert!(
+                same_bits(&values(d), &values(&t.dequantize(&Device::Cpu).unwrap())),
+                "{name}"
+            ),
+        }
+    }
+}
+
+/// Candle would decode an infinite or NaN super-scale to infinities and NaNs; quantlens keeps
+/// finite scales only, so it names the super-block instead.
+#[test]
+fn non_finite_super_scale_is_a_clear_error() {
+    for &(dtype, name, ..) in &K_TYPES {
+        let t = QTensor::quantize(&matrix(2, 512, 21), dtype).unwrap();
+        let mut bytes = candle_gguf(&[("w", &t)]);
+        let data = data_range(&bytes, &t);
+        let block_bytes = data.len() / 4;
+        // d of the third super-block: an f16 infinity, or Q8_K's f32 NaN.
+        let (at, value): (usize, &[u8]) = match dtype {
+            GgmlDType::Q2K => (80, &[0x00, 0x7C]),
+            GgmlDType::Q3K => (108, &[0x00, 0x7C]),
+            GgmlDType::Q4K | GgmlDType::Q5K => (0, &[0x00, 0xFC]),
+            GgmlDType::Q6K => (208, &[0x00, 0x7C]),
+            _ => (0, &[0x00, 0x00, 0xC0, 0x7F]),
+        };
+        let at = data.start + 2 * block_bytes + at;
+        bytes[at..at + value.len()].copy_from_slice(value);
+        let m = malformed(&bytes);
+        assert!(
+            m.contains("\"w\"") && m.contains(&format!("{name} super-block 2")),
+            "{m}"
+        );
+    }
+}
