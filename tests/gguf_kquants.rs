@@ -206,6 +206,14 @@ fn candle_quantized_k_tensors_read_bit_for_bit() {
             assert_eq!(ours.format(), format, "{name} {n}");
             assert_eq!(ours.group_len(), group_len, "{name} {n}");
             assert_same(&format!("{name} {n}"), ours, t);
+            // Loaded, a tensor costs about what the file holds (Q2_K's 4-bit sub-block
+            // scales and minima take a byte each in memory).
+            // (plus the two f32 zero offsets of the two-level scales).
+            let (file_bytes, ours_bytes) = (t.storage_size_in_bytes(), ours.storage_bytes());
+            assert!(
+                ours_bytes as f64 <= 1.25 * file_bytes as f64 + 8.0,
+                "{name} {n}: {ours_bytes} bytes for {file_bytes}"
+            );
         }
     }
 }
@@ -232,11 +240,11 @@ fn random_super_blocks_read_bit_for_bit() {
                 _ => &[],
             };
             for &a in at {
-                // Every fifth block has d (and dmin) zero.
-                let h = if b % 5 == 4 {
-                    [0, 0]
-                } else {
-                    finite_f16(&mut rng)
+                // Some blocks have d (and dmin) +0 or −0: signed zeros must survive.
+                let h = match b % 6 {
+                    4 => [0x00, 0x00],
+                    5 => [0x00, 0x80],
+                    _ => finite_f16(&mut rng),
                 };
                 block[a..a + 2].copy_from_slice(&h);
             }

@@ -14,12 +14,18 @@
 //! | Q6_K | 16 | `d·sc·(q − 32)`, q ∈ 0..64, sc an i8 | `Uniform { bits: 6, symmetric }` | `d·sc` | — |
 //! | Q8_K | 256 | `d·q`, q an i8, d an f32 | `Uniform { bits: 8, symmetric }` | `d` | — |
 //!
-//! with per-sub-block scales and offsets stored as f32. The mapping is exact, bit for bit:
+//! Scales and offsets are kept as the file keeps them, two-level
+//! ([`Scales::Double`]): the integer `sc` (or `−32..31` for Q3_K, `m` for offsets) of each
+//! sub-block as an i8 code, times the super-block's f32 `d` (`−dmin` for offsets), plus a zero
+//! offset of −0.0, so a loaded tensor costs about what the file does
+//! ([`storage_bytes`](QuantizedTensor::storage_bytes)); Q8_K's one scale per super-block is
+//! its f32 `d`. The mapping is exact, bit for bit:
 //!
 //! * every product `d·sc` and `dmin·m` of an f16 and an integer of at most 8 bits is exact in
 //!   f32 (11 + 8 significand bits ≤ 24, and f16's range, subnormals included, lies well
-//!   inside f32's normal range), so the f32 scale and offset we store are the very values
-//!   llama.cpp computes before touching a weight;
+//!   inside f32's normal range), negation is exact, and adding −0.0 leaves every value (both
+//!   zeros included) unchanged, so the scale `−0 + d·sc` and the offset `−0 + (−dmin)·m`
+//!   are the very values llama.cpp computes (`d·sc`, `−(dmin·m)`) before touching a weight;
 //! * the symmetric uniform decode `(q − zero) · scale` multiplies the same exact integer by
 //!   the same f32 as llama.cpp's `(d·sc) · (q − zero)`: one rounding of one real number;
 //! * the affine decode `q · scale + offset` rounds the product, then the sum, like llama.cpp's
@@ -35,7 +41,9 @@ use candle_core::DType;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::quant::{PackedCodes, QuantFormat, QuantizedParts, QuantizedTensor, Scales};
+use crate::quant::{
+    DoubleQuantScales, PackedCodes, QuantFormat, QuantizedParts, QuantizedTensor, Scales,
+};
 
 /// Weights per super-block (llama.cpp's `QK_K`).
 pub(crate) const SUPER_BLOCK: usize = 256;
@@ -142,12 +150,14 @@ impl KQuant {
     }
 }
 
-/// One super-block's output: its 256 codes and one scale (and offset, for affine types) per
-/// sub-block.
+/// One super-block's output: its 256 codes, the integer scale `sc` (and minimum `m`, for
+/// affine types) of each sub-block, and the super-scales `d` (and `dmin`).
 struct Out<'a> {
     codes: &'a mut [u8],
-    scales: &'a mut [f32],
-    offsets: &'a mut [f32],
+    sc: &'a mut [i8],
+    m: &'a mut [i8],
+    d: &'a mut f32,
+    dmin: &'a mut f32,
 }
 
 fn f16_at(b: &[u8], at: usize) -> f32 {
@@ -172,10 +182,10 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
 /// Scale `j` (0..16, 6 bits, biased by 32) of Q3_K's 12 packed bytes: low nibbles of bytes
 /// 0..8 then their high nibbles give the low four bits; bytes 8..12 hold the top two bits, two
 /// per scale, scale `j` in byte `8 + j % 4` at bit `2·(j / 4)`.
-fn scale_q3k(j: usize, s: &[u8]) -> i32 {
+fn scale_q3k(j: usize, s: &[u8]) -> i8 {
     let low = if j < 8 { s[j] & 0x0F } else { s[j - 8] >> 4 };
     let high = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-    i32::from(low | (high << 4)) - 32
+    (low | (high << 4)) as i8 - 32
 }
 
 /// Decode one Q2_K super-block. Sub-block `g` (16 weights) lies in the `g / 8`th half of the
@@ -183,15 +193,15 @@ fn scale_q3k(j: usize, s: &[u8]) -> i32 {
 /// holds `sc` (low nibble) and `m` (high nibble).
 fn q2k(b: &[u8], o: Out<'_>) {
     let (sc, qs) = (&b[..16], &b[16..80]);
-    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    (*o.d, *o.dmin) = (f16_at(b, 80), f16_at(b, 82));
     for (g, &sc) in sc.iter().enumerate() {
         let (half, shift, part) = (g / 8, 2 * ((g % 8) / 2), g % 2);
         let src = &qs[32 * half + 16 * part..][..16];
         for (c, q) in o.codes[16 * g..][..16].iter_mut().zip(src) {
             *c = (q >> shift) & 3;
         }
-        o.scales[g] = d * f32::from(sc & 0x0F);
-        o.offsets[g] = -(dmin * f32::from(sc >> 4));
+        o.sc[g] = (sc & 0x0F) as i8;
+        o.m[g] = (sc >> 4) as i8;
     }
 }
 
@@ -200,7 +210,7 @@ fn q2k(b: &[u8], o: Out<'_>) {
 /// subtracts 4 when that bit is clear, so the 3-bit code `low | bit << 2` decodes as `q − 4`.
 fn q3k(b: &[u8], o: Out<'_>) {
     let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
-    let d = f16_at(b, 108);
+    *o.d = f16_at(b, 108);
     for g in 0..16 {
         let (half, step, part) = (g / 8, (g % 8) / 2, g % 2);
         let low = &qs[32 * half + 16 * part..][..16];
@@ -209,8 +219,7 @@ fn q3k(b: &[u8], o: Out<'_>) {
         for ((c, q), h) in codes.zip(low).zip(high) {
             *c = ((q >> (2 * step)) & 3) | (((h >> (4 * half + step)) & 1) << 2);
         }
-        // |sc − 32| ≤ 32: exact as f32, and so is the product with an f16.
-        o.scales[g] = d * scale_q3k(g, sc) as f32;
+        o.sc[g] = scale_q3k(g, sc);
     }
 }
 
@@ -218,7 +227,7 @@ fn q3k(b: &[u8], o: Out<'_>) {
 /// code bytes: sub-block `2j` takes their low nibbles, `2j + 1` their high ones; Q5_K's fifth
 /// bit of weight `l` of sub-block `g` is bit `g` of `qh[l]`.
 fn q45k(b: &[u8], qs: &[u8], high_bits: Option<&[u8]>, o: Out<'_>) {
-    let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+    (*o.d, *o.dmin) = (f16_at(b, 0), f16_at(b, 2));
     let sc = &b[4..16];
     for g in 0..8 {
         let src = &qs[32 * (g / 2)..][..32];
@@ -233,8 +242,7 @@ fn q45k(b: &[u8], qs: &[u8], high_bits: Option<&[u8]>, o: Out<'_>) {
             }
         }
         let (s, m) = scale_min_k4(g, sc);
-        o.scales[g] = d * f32::from(s);
-        o.offsets[g] = -(dmin * f32::from(m));
+        (o.sc[g], o.m[g]) = (s as i8, m as i8);
     }
 }
 
@@ -244,7 +252,7 @@ fn q45k(b: &[u8], qs: &[u8], high_bits: Option<&[u8]>, o: Out<'_>) {
 /// `g % 2`th half of quarter `(g % 8) / 2`.
 fn q6k(b: &[u8], o: Out<'_>) {
     let (ql, qh, sc) = (&b[..128], &b[128..192], &b[192..208]);
-    let d = f16_at(b, 208);
+    *o.d = f16_at(b, 208);
     for (g, &sc) in sc.iter().enumerate() {
         let (half, k, part) = (g / 8, (g % 8) / 2, g % 2);
         let low = &ql[64 * half + 32 * (k % 2) + 16 * part..][..16];
@@ -254,13 +262,13 @@ fn q6k(b: &[u8], o: Out<'_>) {
         for ((c, l), h) in codes.zip(low).zip(high) {
             *c = ((l >> shift) & 0x0F) | (((h >> (2 * k)) & 3) << 4);
         }
-        o.scales[g] = d * f32::from(sc as i8);
+        o.sc[g] = sc as i8;
     }
 }
 
 /// Decode one Q8_K super-block: i8 `q` becomes the 8-bit code `q + 128`.
 fn q8k(b: &[u8], o: Out<'_>) {
-    o.scales[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    *o.d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     for (c, q) in o.codes.iter_mut().zip(&b[4..260]) {
         *c = q.wrapping_add(128);
     }
@@ -299,57 +307,64 @@ pub(crate) fn decode(
     }
     let per_block = SUPER_BLOCK / k.sub_block();
     let mut codes = vec![0u8; blocks * SUPER_BLOCK];
-    let mut scales = vec![0f32; blocks * per_block];
-    // Symmetric types leave their offsets unused (zero) and drop them below.
-    let mut offsets = vec![0f32; blocks * per_block];
+    let mut sc = vec![0i8; blocks * per_block];
+    // Symmetric types leave `m` and `dmin` zero and drop them below.
+    let mut m = vec![0i8; blocks * per_block];
+    let mut d = vec![0f32; blocks];
+    let mut dmin = vec![0f32; blocks];
     bytes
         .par_chunks(TASK_BLOCKS * block_bytes)
         .zip(codes.par_chunks_mut(TASK_BLOCKS * SUPER_BLOCK))
-        .zip(scales.par_chunks_mut(TASK_BLOCKS * per_block))
-        .zip(offsets.par_chunks_mut(TASK_BLOCKS * per_block))
-        .for_each(|(((src, codes), scales), offsets)| {
+        .zip(sc.par_chunks_mut(TASK_BLOCKS * per_block))
+        .zip(m.par_chunks_mut(TASK_BLOCKS * per_block))
+        .zip(d.par_chunks_mut(TASK_BLOCKS))
+        .zip(dmin.par_chunks_mut(TASK_BLOCKS))
+        .for_each(|(((((src, codes), sc), m), d), dmin)| {
             let outs = codes
                 .chunks_exact_mut(SUPER_BLOCK)
-                .zip(scales.chunks_exact_mut(per_block))
-                .zip(offsets.chunks_exact_mut(per_block));
-            for (b, ((codes, scales), offsets)) in src.chunks_exact(block_bytes).zip(outs) {
+                .zip(sc.chunks_exact_mut(per_block))
+                .zip(m.chunks_exact_mut(per_block))
+                .zip(d.iter_mut().zip(dmin));
+            for (b, (((codes, sc), m), (d, dmin))) in src.chunks_exact(block_bytes).zip(outs) {
                 let out = Out {
                     codes,
-                    scales,
-                    offsets,
+                    sc,
+                    m,
+                    d,
+                    dmin,
                 };
                 decode_block(k, b, out);
             }
         });
-    check_finite(k, &scales, &offsets, per_block)?;
+    if let Some(i) = (0..blocks).find(|&i| !(d[i].is_finite() && dmin[i].is_finite())) {
+        return Err(format!(
+            "{} super-block {i} has a super-scale (d or dmin) that is infinite or NaN",
+            k.name()
+        ));
+    }
     let format = k.format();
     // Every decoder masks its codes to the format's width.
     let codes = PackedCodes::pack_trusted(&codes, format.code_bits()).map_err(|e| e.to_string())?;
-    let group_len = k.sub_block();
-    let parts = QuantizedParts::new(shape, dtype, format, group_len, codes, Scales::F32(scales));
+    // Scale `g` is `−0 + d · sc[g]` and offset `g` is `−0 + (−dmin) · m[g]`: the products are
+    // exact (an f16 times an integer of at most 8 bits), negation is exact, and adding −0 is
+    // the identity (it keeps +0 and −0 apart), so these are llama.cpp's `d·sc` and `−(dmin·m)`
+    // to the bit, kept at the file's cost: one byte per sub-block and an f32 per super-block.
+    let two_level = |codes: Vec<i8>, block_scales: Vec<f32>| {
+        DoubleQuantScales::new(codes, block_scales, per_block, -0.0)
+            .map(Scales::Double)
+            .map_err(|e| e.to_string())
+    };
+    let scales = match k {
+        // One scale per super-block: `d` itself.
+        KQuant::Q8K => Scales::F32(d),
+        _ => two_level(sc, d)?,
+    };
+    let parts = QuantizedParts::new(shape, dtype, format, k.sub_block(), codes, scales);
     let parts = if k.is_affine() {
-        parts.with_offsets(Scales::F32(offsets))
+        let neg_dmin = dmin.iter().map(|x| -x).collect();
+        parts.with_offsets(two_level(m, neg_dmin)?)
     } else {
         parts
     };
     QuantizedTensor::assemble(parts).map_err(|e| e.to_string())
-}
-
-/// The first super-block whose `d` or `dmin` is infinite or NaN, which no finite scale can
-/// stand for, as an error.
-fn check_finite(
-    k: KQuant,
-    scales: &[f32],
-    offsets: &[f32],
-    per_block: usize,
-) -> Result<(), String> {
-    let bad = |v: &[f32]| v.iter().position(|x| !x.is_finite());
-    match bad(scales).or_else(|| bad(offsets)) {
-        None => Ok(()),
-        Some(i) => Err(format!(
-            "{} super-block {} has a super-scale (d or dmin) that is infinite or NaN",
-            k.name(),
-            i / per_block
-        )),
-    }
 }

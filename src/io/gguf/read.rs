@@ -17,7 +17,8 @@ use crate::io::{TensorEntry, TensorFile, io_error, malformed};
 /// tensors dense ones, and quantlens' own packed tensors are rebuilt from their parts.
 ///
 /// llama.cpp's K-quants load too, each as the quantlens format whose decode gives the same
-/// f32 values bit for bit (f32 scales and offsets per sub-block): Q2_K, Q4_K and Q5_K as
+/// f32 values bit for bit (the files' two-level scales and offsets kept as
+/// [`Scales::Double`](crate::Scales::Double)): Q2_K, Q4_K and Q5_K as
 /// affine 2-, 4- and 5-bit codes (groups of 16, 32, 32), Q3_K and Q6_K as symmetric uniform 3-
 /// and 6-bit codes (groups of 16), Q8_K as symmetric uniform 8-bit codes (groups of 256).
 /// Such tensors are not written back as K-quants: [`GgufWriter`](super::GgufWriter) stores
