@@ -105,6 +105,7 @@
 
 mod ggml;
 pub mod gguf;
+mod kquants;
 mod model;
 mod parts;
 pub mod safetensors;
