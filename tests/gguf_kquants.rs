@@ -20,7 +20,7 @@ use quantlens::io::{
     GgufFallback, GgufWriter, SafetensorsWriter, TensorEntry, load_gguf, load_into, read_gguf,
     read_safetensors,
 };
-use quantlens::model::{LayerWeight, Mlp, MlpConfig, QuantizableModel};
+use quantlens::model::{LayerWeight, Llama, Mlp, MlpConfig, QuantizableModel};
 use quantlens::{Error, QuantFormat, QuantizedTensor};
 
 /// Every K-quant type: Candle's dtype, GGML's name and id, the bytes of one super-block
@@ -596,6 +596,31 @@ fn requantized_smollm2_checkpoint_reads_whole() {
             ),
         }
     }
+
+    // The same file as a model: the decoder loads, names the K types as GGML does, and holds
+    // Candle's dequantized values.
+    let tmp = TempFile::new("smollm2");
+    std::fs::write(&tmp.0, bytes.get_ref()).unwrap();
+    let model = Llama::from_gguf(&tmp.0, &Device::Cpu).unwrap();
+    let formats = model.source_formats().unwrap();
+    assert_eq!(formats.format("blk.0.ffn_down.weight"), Some("Q6_K"));
+    assert_eq!(formats.format("blk.1.ffn_down.weight"), Some("Q4_K"));
+    assert!(
+        formats.summary().contains("20× Q4_K, 10× Q6_K"),
+        "{}",
+        formats.summary()
+    );
+    let (name, t) = tensors
+        .iter()
+        .find(|(n, _)| *n == "blk.1.ffn_down.weight")
+        .unwrap();
+    assert!(
+        same_bits(
+            &values(&model.weight("blocks.1.mlp.down_proj").unwrap()),
+            &values(&t.dequantize(&Device::Cpu).unwrap())
+        ),
+        "{name}"
+    );
 }
 
 /// Candle would decode an infinite or NaN super-scale to infinities and NaNs; quantlens keeps
