@@ -17,15 +17,11 @@ use quantlens::io::read_gguf;
 
 const N: usize = 4096;
 
+#[path = "support/matrix.rs"]
+mod support;
+
 fn matrix() -> Tensor {
-    // A deterministic, Gaussian-like pattern (every value distinct) suffices for throughput.
-    let data: Vec<f32> = (0..N * N)
-        .map(|i| {
-            let x = i as f32;
-            (x * 0.618_034).sin() + 0.5 * (x * 0.414_213_5).sin() + 0.25 * (x * 0.732_050_8).sin()
-        })
-        .collect();
-    Tensor::from_vec(data, (N, N), &Device::Cpu).expect("matrix")
+    support::sine_matrix(N)
 }
 
 fn bench(c: &mut Criterion) {

@@ -11,7 +11,7 @@ use std::io::Cursor;
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use common::{Counted, TestRng, packed_weights};
+use common::{TestRng, assert_blockwise_equals_prefix, packed_weights};
 use quantlens::model::{
     CalibrationMode, GenerateConfig, Llama, LlamaConfig, NoHooks, PerplexityConfig,
     QuantizableModel, RopeStyle, Sampling, SequentialQuantization, TrainConfig, next_token_pairs,
@@ -909,30 +909,8 @@ fn blockwise_sequential_gptq_equals_rerunning_the_prefix() {
     let fp = scrambled_model(RopeStyle::Halves, 21);
     let batches = [random_ids(2, 10, 5), random_ids(1, 7, 6)];
     let gptq = GptqQuantizer::new(QuantSpec::int4().per_group(8)).unwrap();
-    let quantized = |chain: bool| {
-        let mut model = Counted::new(fp.clone(), chain);
-        let report = SequentialQuantization::new(&gptq)
-            .calibration(batches.clone())
-            .run(&mut model)
-            .unwrap();
-        (model, report)
-    };
-    let (blockwise, blockwise_report) = quantized(true);
-    let (prefix, prefix_report) = quantized(false);
-    // The block path never runs the whole model; the prefix path runs it per stage and batch.
-    assert_eq!(blockwise.forwards(), 0);
-    assert_eq!(
-        prefix.forwards(),
-        fp.quantization_stages().len() * batches.len()
-    );
-    assert_eq!(blockwise_report, prefix_report);
-    assert!(
-        blockwise_report
-            .layers
-            .iter()
-            .all(|l| l.calibration_rows == 27)
-    );
-    assert_eq!(packed_weights(&blockwise), packed_weights(&prefix));
+    let (blockwise, report) = assert_blockwise_equals_prefix(&fp, &batches, &gptq);
+    assert!(report.layers.iter().all(|l| l.calibration_rows == 27));
     // Sequential calibration saw the quantized blocks: block 1 differs from calibrating on the
     // full-precision model's inputs.
     let mut upfront = fp.clone();

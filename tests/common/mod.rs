@@ -193,3 +193,35 @@ pub fn packed_weights<M: quantlens::model::QuantizableModel + ?Sized>(
         })
         .collect()
 }
+
+/// Quantize copies of `fp` with `quantizer` by sequential calibration on `batches` twice,
+/// block by block and with the block chain hidden (prefix re-run per stage), and check the two
+/// agree: same reports, same packed weights, no whole-model pass on the block path and one
+/// per stage and batch on the other. Returns the block-wise model and its report.
+pub fn assert_blockwise_equals_prefix<M>(
+    fp: &M,
+    batches: &[Tensor],
+    quantizer: &dyn Quantizer,
+) -> (M, quantlens::model::QuantizationReport)
+where
+    M: quantlens::model::QuantizableModel + Clone,
+{
+    let quantized = |chain: bool| {
+        let mut model = Counted::new(fp.clone(), chain);
+        let report = quantlens::model::SequentialQuantization::new(quantizer)
+            .calibration(batches.to_vec())
+            .run(&mut model)
+            .unwrap();
+        (model, report)
+    };
+    let (blockwise, blockwise_report) = quantized(true);
+    let (prefix, prefix_report) = quantized(false);
+    assert_eq!(blockwise.forwards(), 0);
+    assert_eq!(
+        prefix.forwards(),
+        fp.quantization_stages().len() * batches.len()
+    );
+    assert_eq!(blockwise_report, prefix_report);
+    assert_eq!(packed_weights(&blockwise), packed_weights(&prefix));
+    (blockwise.inner, blockwise_report)
+}
