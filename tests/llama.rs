@@ -17,7 +17,7 @@ use quantlens::model::{
     QuantizableModel, RopeStyle, Sampling, SequentialQuantization, TrainConfig, next_token_pairs,
     perplexity, train,
 };
-use quantlens::{Error, GptqQuantizer, QuantSpec, UniformQuantizer};
+use quantlens::{Error, GptqQuantizer, QuantSpec, Quantizer, UniformQuantizer};
 
 const VOCAB: usize = 61;
 
@@ -929,4 +929,76 @@ fn blockwise_sequential_gptq_equals_rerunning_the_prefix() {
         differs.iter().any(|n| n.starts_with("blocks.1.")),
         "{differs:?}"
     );
+}
+
+#[test]
+fn quantized_embedding_feeds_lookup_and_tied_head() {
+    let fp = scrambled_model(RopeStyle::Interleaved, 31);
+    let ids = random_ids(2, 9, 32);
+    let before = to_f64(&fp.forward(&ids).unwrap());
+    let rtn = UniformQuantizer::new(QuantSpec::int4().per_channel()).unwrap();
+    // What the quantizer makes of the table, computed here from the full-precision table.
+    let expected = rtn
+        .quantize(&fp.embedding(), None)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap();
+    let mut model = fp.clone();
+    let packed = model.quantize_embedding(&rtn).unwrap();
+    assert!(packed.lm_head.is_none());
+    assert_eq!(to_f64(&model.embedding()), to_f64(&expected));
+    assert_eq!(to_f64(&model.lm_head()), to_f64(&expected));
+    assert!(packed.storage_bytes() * 6 < VOCAB * 32 * 4);
+    // The lookup reads the quantized rows; the linear layers are untouched.
+    let rows = expected
+        .index_select(&ids.flatten_all().unwrap(), 0)
+        .unwrap();
+    assert_eq!(to_f64(&model.embed(&ids).unwrap()), to_f64(&rows));
+    for name in fp.layer_names() {
+        assert_eq!(
+            to_f64(&model.weight(&name).unwrap()),
+            to_f64(&fp.weight(&name).unwrap())
+        );
+    }
+    // Logits move, more at 2 bits than at 8.
+    let moved = |bits: u8| {
+        let mut m = fp.clone();
+        let q = UniformQuantizer::new(QuantSpec::new(bits).per_channel()).unwrap();
+        m.quantize_embedding(&q).unwrap();
+        rel_diff(&to_f64(&m.forward(&ids).unwrap()), &before)
+    };
+    let (d8, d4, d2) = (
+        moved(8),
+        rel_diff(&to_f64(&model.forward(&ids).unwrap()), &before),
+        moved(2),
+    );
+    assert!(0.0 < d8 && d8 < d4 && d4 < d2, "{d8:e} {d4:e} {d2:e}");
+
+    // An untied head is quantized too.
+    let mut untied = Llama::new(
+        tiny_config(RopeStyle::Halves).tie_embeddings(false),
+        5,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let head = untied.lm_head();
+    let packed = untied.quantize_embedding(&rtn).unwrap();
+    let head_q = rtn.quantize(&head, None).unwrap();
+    assert_eq!(packed.lm_head.as_ref(), Some(&head_q));
+    assert_eq!(
+        to_f64(&untied.lm_head()),
+        to_f64(&head_q.dequantize(&Device::Cpu).unwrap())
+    );
+
+    // A data-aware quantizer is refused, and the model is left as it was.
+    let gptq = GptqQuantizer::new(QuantSpec::int4()).unwrap();
+    let mut m = fp.clone();
+    assert!(matches!(
+        m.quantize_embedding(&gptq),
+        Err(Error::InvalidParameter {
+            name: "quantizer",
+            ..
+        })
+    ));
+    assert_eq!(to_f64(&m.embedding()), to_f64(&fp.embedding()));
 }

@@ -37,7 +37,8 @@ pub use hooks::{
 pub use language::{Perplexity, PerplexityConfig, perplexity, perplexity_hooked};
 pub use linear::{LayerWeight, LinearLayer};
 pub use llama::{
-    GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle, Sampling, SourceFormats,
+    EmbeddingQuantization, GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle,
+    Sampling, SourceFormats,
 };
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use sequential::{

@@ -21,6 +21,7 @@ mod block;
 mod cache;
 mod chain;
 mod config;
+mod embedding_quant;
 mod feed_forward;
 mod generate;
 mod gguf;
@@ -30,6 +31,7 @@ mod trace;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeStyle};
+pub use embedding_quant::EmbeddingQuantization;
 pub use generate::{GenerateConfig, Sampling};
 pub use gguf::SourceFormats;
 pub use trace::LlamaTrace;
@@ -287,7 +289,8 @@ impl Llama {
         self.embedding.device()
     }
 
-    /// The token embedding `[vocab, hidden]` (full precision, not a linear layer).
+    /// The token embedding `[vocab, hidden]` (not a linear layer: full precision unless
+    /// [`quantize_embedding`](Self::quantize_embedding) replaced it).
     pub fn embedding(&self) -> Tensor {
         self.embedding.as_tensor().detach()
     }
