@@ -13,16 +13,11 @@ use std::time::Duration;
 
 const N: usize = 4096;
 
+#[path = "support/matrix.rs"]
+mod support;
+
 fn matrix() -> Tensor {
-    // Fixed seed through Candle's CPU RNG is not exposed; a deterministic pattern suffices
-    // for throughput (every value distinct, Gaussian-like via a sum of sines).
-    let data: Vec<f32> = (0..N * N)
-        .map(|i| {
-            let x = i as f32;
-            (x * 0.618_034).sin() + 0.5 * (x * 0.414_213_5).sin() + 0.25 * (x * 0.732_050_8).sin()
-        })
-        .collect();
-    Tensor::from_vec(data, (N, N), &Device::Cpu).expect("matrix")
+    support::sine_matrix(N)
 }
 
 fn bench(c: &mut Criterion) {

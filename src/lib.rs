@@ -103,9 +103,19 @@
 //! ## Backends
 //!
 //! Hot loops are dispatched on the tensor's [`candle_core::Device`] (module `kernels`): the CPU
-//! kernels use every core (rayon) and vectorise (AVX2 picked at run time). A CUDA backend is
-//! planned behind the `cuda` feature; until then, quantizing a GPU tensor is an error that says
-//! to move it to the CPU, and dequantizing *to* a GPU decodes on the host and uploads.
+//! kernels use every core (rayon) and vectorise (AVX2 picked at run time). The `cuda` feature
+//! (off by default; nvcc at build time, see `docs/cuda.md` in the repository) adds a CUDA
+//! backend for tensors on `Device::Cuda`:
+//!
+//! - dequantization of every format, bit for bit the CPU's values;
+//! - round-to-nearest uniform quantization (2–8 bits), with the CPU's codes and scales;
+//! - the fused per-sample cross-entropy behind `CrossEntropy` probes;
+//! - `CudaQuantizedWeight`, a device-resident int4 weight with a fused dequantize-matmul.
+//!
+//! The other quantizers (GPTQ, AWQ, codebooks, float formats) still run on the host: given a
+//! GPU tensor they return [`Error::UnsupportedDevice`], whose hint says to move it with
+//! `.to_device(&Device::Cpu)`. Without the feature, dequantizing *to* a GPU decodes on the
+//! host and uploads.
 //!
 //! ## Testing your own quantizer
 //!
@@ -115,7 +125,8 @@
 //!
 //! ## Not yet
 //!
-//! CUDA kernels arrive in a later release; see `docs/status.md` in the repository.
+//! CUDA quantize kernels for NF4 and the float formats, and a 4-bit GEMV that reaches its
+//! speed target; see `docs/status.md` in the repository.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

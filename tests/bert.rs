@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Recording;
+use common::{Recording, assert_blockwise_equals_prefix};
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::bert as candle_bert;
 use quantlens::model::{
-    BertConfig, BertEncoder, EmbeddingSimilarity, ForwardHook, HiddenAct, LayerNorm,
+    BertConfig, BertEncoder, CaptureInputs, EmbeddingSimilarity, ForwardHook, HiddenAct, LayerNorm,
     QuantizableModel, SequentialQuantization,
 };
-use quantlens::{Error, QuantSpec, UniformQuantizer};
+use quantlens::{Error, GptqQuantizer, QuantSpec, UniformQuantizer};
 
 // ---------------------------------------------------------------------------------------------
 // The real model
@@ -537,6 +537,82 @@ impl ForwardHook for Trace {
 }
 
 #[test]
+fn padded_batches_calibrate_on_their_tokens_only() {
+    let model = BertEncoder::new(tiny_config(HiddenAct::Gelu), 6, &Device::Cpu).unwrap();
+    let mut together = CaptureInputs::all();
+    model.forward_hooked(&tiny_ids(), &mut together).unwrap();
+    // The same three sequences one at a time, unpadded: the statistics of their tokens.
+    let mut alone = CaptureInputs::all();
+    for row in [
+        &[1u32, 7, 22, 39, 5, 2][..],
+        &[1, 30, 2],
+        &[1, 11, 12, 13, 2],
+    ] {
+        model.forward_hooked(&padded(&[row]), &mut alone).unwrap();
+    }
+    let (together, alone) = (together.into_calibrations(), alone.into_calibrations());
+    assert_eq!(together.len(), 12);
+    for (layer, t) in &together {
+        let a = &alone[layer];
+        assert_eq!(t.samples(), 6 + 3 + 5, "{layer}");
+        assert_eq!(t.samples(), a.samples(), "{layer}");
+        for (x, y) in t.act_absmax().iter().zip(a.act_absmax()) {
+            assert!(
+                (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                "{layer}: {x} vs {y}"
+            );
+        }
+        for (x, y) in t.hessian_f64().iter().zip(a.hessian_f64()) {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{layer}: {x} vs {y}"
+            );
+        }
+    }
+    // Hooks composed in a tuple or a list see the padding too.
+    let mut pair = (Trace(Vec::new()), CaptureInputs::all());
+    model.forward_hooked(&tiny_ids(), &mut pair).unwrap();
+    for layer in together.keys() {
+        assert_eq!(pair.1.calibrations()[layer].samples(), 14, "{layer}");
+    }
+    let mut seen = TokenRows(Vec::new());
+    {
+        let mut list: Vec<Box<dyn ForwardHook + '_>> = vec![Box::new(&mut seen)];
+        model.forward_hooked(&tiny_ids(), &mut list).unwrap();
+    }
+    assert_eq!(
+        seen.0,
+        vec![Some(vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15, 16]); 12]
+    );
+    // An unpadded batch takes the plain path.
+    seen.0.clear();
+    model
+        .forward_hooked(&padded(&[&[1, 30, 2]]), &mut seen)
+        .unwrap();
+    assert_eq!(seen.0, vec![None; 12]);
+}
+
+/// Records the token rows each layer was told of (`None`: the batch had no padding).
+struct TokenRows(Vec<Option<Vec<u32>>>);
+
+impl ForwardHook for TokenRows {
+    fn layer_input(&mut self, _layer: &str, _x: &Tensor) -> quantlens::Result<Option<Tensor>> {
+        self.0.push(None);
+        Ok(None)
+    }
+
+    fn padded_layer_input(
+        &mut self,
+        _layer: &str,
+        _x: &Tensor,
+        token_rows: &Tensor,
+    ) -> quantlens::Result<Option<Tensor>> {
+        self.0.push(Some(token_rows.to_vec1()?));
+        Ok(None)
+    }
+}
+
+#[test]
 fn qkv_form_one_stage_calibrated_on_the_same_input() {
     let mut model = BertEncoder::new(tiny_config(HiddenAct::Gelu), 5, &Device::Cpu).unwrap();
     let stages = model.quantization_stages();
@@ -572,13 +648,16 @@ fn qkv_form_one_stage_calibrated_on_the_same_input() {
     let seen = rec.into_seen();
     assert_eq!(seen.len(), 12);
     // q, k and v were calibrated on one capture of the same input: identical statistics, one
-    // row per token (padding included), and the input is the embedding LayerNorm's output.
+    // row per token (padding left out), and the input is the embedding LayerNorm's output.
     let (q, k, v) = (&seen[0], &seen[1], &seen[2]);
-    assert_eq!(q.samples(), 3 * 6);
+    assert_eq!(q.samples(), 6 + 3 + 5);
     assert_eq!(q.hessian_f64(), k.hessian_f64());
     assert_eq!(q.hessian_f64(), v.hessian_f64());
     let mut gram = vec![0.0; 16 * 16];
     for (p, &id) in ids.to_vec2::<u32>().unwrap().iter().flatten().enumerate() {
+        if id == 0 {
+            continue; // [PAD]
+        }
         let p = p % 6;
         let sum: Vec<f64> = (0..16)
             .map(|j| naive.word[id as usize][j] + naive.type0[j] + naive.pos[p][j])
@@ -906,4 +985,15 @@ fn embedding_similarity_refuses_mismatched_or_degenerate_inputs() {
         EmbeddingSimilarity::between_models(&model, &model, &[]),
         Err(Error::TooFewSamples { .. })
     ));
+}
+
+#[test]
+fn blockwise_sequential_gptq_equals_rerunning_the_prefix() {
+    let fp = BertEncoder::new(tiny_config(HiddenAct::Gelu), 8, &Device::Cpu).unwrap();
+    // A padded batch and an unpadded one.
+    let batches = [tiny_ids(), padded(&[&[1, 4, 9, 16, 25, 36, 2]])];
+    let gptq = GptqQuantizer::new(QuantSpec::int4().per_group(8)).unwrap();
+    let (_, report) = assert_blockwise_equals_prefix(&fp, &batches, &gptq);
+    // Token rows only: 6 + 3 + 5 from the padded batch, 7 from the other.
+    assert!(report.layers.iter().all(|l| l.calibration_rows == 21));
 }

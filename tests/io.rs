@@ -82,18 +82,20 @@ fn f16_scales(n: usize, seed: u64) -> Scales {
 
 fn parts(shape: &[usize], format: QuantFormat, group_len: usize, seed: u64) -> QuantizedParts {
     let numel: usize = shape.iter().product();
-    QuantizedParts {
-        shape: shape.to_vec(),
-        dtype: DType::F32,
+    QuantizedParts::new(
+        shape.to_vec(),
+        DType::F32,
         format,
         group_len,
-        codes: codes(numel, format.code_bits(), seed, |_| true),
-        scales: f16_scales(numel / group_len, seed + 1),
-        zeros: None,
-        codebook: None,
-        offsets: None,
-        input_scales: None,
-    }
+        codes(numel, format.code_bits(), seed, |_| true),
+        f16_scales(numel / group_len, seed + 1),
+    )
+}
+
+/// `p` after `edit`: `QuantizedParts` is `#[non_exhaustive]`, so no `..base` literals.
+fn edited(mut p: QuantizedParts, edit: impl FnOnce(&mut QuantizedParts)) -> QuantizedParts {
+    edit(&mut p);
+    p
 }
 
 /// Every uniform, sign and affine configuration the quantizers make.
@@ -211,45 +213,51 @@ fn handmade_variants() -> Vec<(String, QuantizedTensor)> {
     };
     add(
         "ternary",
-        QuantizedParts {
-            codes: codes(96, 2, 3, |c| c < 3),
-            ..parts(&[3, 32], QuantFormat::Ternary, 16, 3)
-        },
+        edited(parts(&[3, 32], QuantFormat::Ternary, 16, 3), |p| {
+            p.codes = codes(96, 2, 3, |c| c < 3)
+        }),
     );
     let cb = |levels: usize, table_len: usize, storage: LevelStorage| {
         let mut rng = TestRng::new(levels as u64);
         let l: Vec<f32> = (0..levels).map(|_| rng.normal() as f32).collect();
-        Some(Codebook::new(l, table_len, storage).unwrap())
+        Codebook::new(l, table_len, storage).unwrap()
     };
     add(
         "codebook 2-bit f16 levels",
-        QuantizedParts {
-            codebook: cb(4, 4, LevelStorage::F16),
-            ..parts(&[4, 32], QuantFormat::Codebook { bits: 2 }, 32, 4)
-        },
+        parts(&[4, 32], QuantFormat::Codebook { bits: 2 }, 32, 4).with_codebook(cb(
+            4,
+            4,
+            LevelStorage::F16,
+        )),
     );
     add(
         "codebook 3-bit f32 levels, a table per row",
-        QuantizedParts {
-            codebook: cb(4 * 8, 8, LevelStorage::F32),
-            ..parts(&[4, 64], QuantFormat::Codebook { bits: 3 }, 32, 5)
-        },
+        parts(&[4, 64], QuantFormat::Codebook { bits: 3 }, 32, 5).with_codebook(cb(
+            4 * 8,
+            8,
+            LevelStorage::F32,
+        )),
     );
     add(
         "codebook 4-bit implicit levels, double-quantized scales",
-        QuantizedParts {
-            codebook: cb(16, 16, LevelStorage::Implicit),
-            scales: Scales::Double(
-                DoubleQuantScales::new(
-                    vec![-128, -3, 0, 7, 127, 1, 2, 3],
-                    vec![0.01, 0.02, 0.5],
-                    3,
-                    0.25,
+        edited(
+            parts(&[4, 128], QuantFormat::Codebook { bits: 4 }, 64, 6).with_codebook(cb(
+                16,
+                16,
+                LevelStorage::Implicit,
+            )),
+            |p| {
+                p.scales = Scales::Double(
+                    DoubleQuantScales::new(
+                        vec![-128, -3, 0, 7, 127, 1, 2, 3],
+                        vec![0.01, 0.02, 0.5],
+                        3,
+                        0.25,
+                    )
+                    .unwrap(),
                 )
-                .unwrap(),
-            ),
-            ..parts(&[4, 128], QuantFormat::Codebook { bits: 4 }, 64, 6)
-        },
+            },
+        ),
     );
     for (f, scales) in [
         (FloatFormat::E4M3, f16_scales(8, 7)),
@@ -262,23 +270,24 @@ fn handmade_variants() -> Vec<(String, QuantizedTensor)> {
         let n = 256;
         add(
             &format!("float {}", f.tag()),
-            QuantizedParts {
-                codes: codes(n, f.bits(), 8, |c| f.is_finite_code(c)),
-                scales: scales.clone(),
-                ..parts(&[4, 64], QuantFormat::Float(f), n / scales.len(), 8)
-            },
+            edited(
+                parts(&[4, 64], QuantFormat::Float(f), n / scales.len(), 8),
+                |p| {
+                    p.codes = codes(n, f.bits(), 8, |c| f.is_finite_code(c));
+                    p.scales = scales.clone();
+                },
+            ),
         );
     }
     add(
         "affine with double-quantized offsets",
-        QuantizedParts {
-            offsets: Some(Scales::Double(
+        edited(
+            parts(&[2, 64], QuantFormat::Affine { bits: 5 }, 32, 9).with_offsets(Scales::Double(
                 DoubleQuantScales::new(vec![-5, 9, 100, -100], vec![0.001, 0.002], 2, -0.5)
                     .unwrap(),
             )),
-            dtype: DType::BF16,
-            ..parts(&[2, 64], QuantFormat::Affine { bits: 5 }, 32, 9)
-        },
+            |p| p.dtype = DType::BF16,
+        ),
     );
     add(
         "uniform 4-bit symmetric, rank 3 (Q4_0)",
@@ -318,34 +327,31 @@ fn handmade_variants() -> Vec<(String, QuantizedTensor)> {
     );
     add(
         "codebook with f32 input scales",
-        QuantizedParts {
-            codebook: cb(4, 4, LevelStorage::F32),
-            input_scales: Some(Scales::F32(vec![0.5, 1.25, 3.0, 1e-3, 7.0, 2.0, 1.0, 0.1])),
-            ..parts(&[4, 8], QuantFormat::Codebook { bits: 2 }, 8, 14)
-        },
+        parts(&[4, 8], QuantFormat::Codebook { bits: 2 }, 8, 14)
+            .with_codebook(cb(4, 4, LevelStorage::F32))
+            .with_input_scales(Scales::F32(vec![0.5, 1.25, 3.0, 1e-3, 7.0, 2.0, 1.0, 0.1])),
     );
     add(
         "fp8 with double-quantized input scales",
-        QuantizedParts {
-            codes: codes(4 * 64, 8, 15, |c| FloatFormat::E4M3.is_finite_code(c)),
-            input_scales: Some(Scales::Double(
-                DoubleQuantScales::new(
-                    (0..64).map(|i| (i * 3 % 100) as i8).collect(),
-                    vec![0.01, 0.02],
-                    32,
-                    1.5,
-                )
-                .unwrap(),
-            )),
-            ..parts(&[4, 64], QuantFormat::Float(FloatFormat::E4M3), 32, 15)
-        },
+        edited(
+            parts(&[4, 64], QuantFormat::Float(FloatFormat::E4M3), 32, 15).with_input_scales(
+                Scales::Double(
+                    DoubleQuantScales::new(
+                        (0..64).map(|i| (i * 3 % 100) as i8).collect(),
+                        vec![0.01, 0.02],
+                        32,
+                        1.5,
+                    )
+                    .unwrap(),
+                ),
+            ),
+            |p| p.codes = codes(4 * 64, 8, 15, |c| FloatFormat::E4M3.is_finite_code(c)),
+        ),
     );
     add(
         "uniform 6-bit asymmetric, f32 scales",
-        QuantizedParts {
-            scales: Scales::F32(vec![0.1, 0.2, 0.3, 0.4]),
-            zeros: Some(PackedCodes::pack(&[0, 17, 63, 32], 6).unwrap()),
-            ..parts(
+        edited(
+            parts(
                 &[4, 8],
                 QuantFormat::Uniform {
                     bits: 6,
@@ -354,7 +360,9 @@ fn handmade_variants() -> Vec<(String, QuantizedTensor)> {
                 8,
                 13,
             )
-        },
+            .with_zeros(PackedCodes::pack(&[0, 17, 63, 32], 6).unwrap()),
+            |p| p.scales = Scales::F32(vec![0.1, 0.2, 0.3, 0.4]),
+        ),
     );
     v
 }

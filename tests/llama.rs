@@ -11,12 +11,13 @@ use std::io::Cursor;
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
-use common::TestRng;
+use common::{TestRng, assert_blockwise_equals_prefix, packed_weights};
 use quantlens::model::{
-    GenerateConfig, Llama, LlamaConfig, NoHooks, PerplexityConfig, QuantizableModel, RopeStyle,
-    Sampling, SequentialQuantization, TrainConfig, next_token_pairs, perplexity, train,
+    CalibrationMode, GenerateConfig, Llama, LlamaConfig, NoHooks, PerplexityConfig,
+    QuantizableModel, RopeStyle, Sampling, SequentialQuantization, TrainConfig, next_token_pairs,
+    perplexity, train,
 };
-use quantlens::{Error, GptqQuantizer, QuantSpec, UniformQuantizer};
+use quantlens::{Error, GptqQuantizer, QuantSpec, Quantizer, UniformQuantizer};
 
 const VOCAB: usize = 61;
 
@@ -901,4 +902,103 @@ fn smollm2_logits_match_candle_quantized_llama() {
         );
     }
     assert_eq!(generated, seq[12..]);
+}
+
+#[test]
+fn blockwise_sequential_gptq_equals_rerunning_the_prefix() {
+    let fp = scrambled_model(RopeStyle::Halves, 21);
+    let batches = [random_ids(2, 10, 5), random_ids(1, 7, 6)];
+    let gptq = GptqQuantizer::new(QuantSpec::int4().per_group(8)).unwrap();
+    let (blockwise, report) = assert_blockwise_equals_prefix(&fp, &batches, &gptq);
+    assert!(report.layers.iter().all(|l| l.calibration_rows == 27));
+    // Sequential calibration saw the quantized blocks: block 1 differs from calibrating on the
+    // full-precision model's inputs.
+    let mut upfront = fp.clone();
+    SequentialQuantization::new(&gptq)
+        .calibration(batches.clone())
+        .calibration_mode(CalibrationMode::FullPrecision)
+        .run(&mut upfront)
+        .unwrap();
+    let differs = packed_weights(&upfront)
+        .iter()
+        .zip(packed_weights(&blockwise))
+        .filter(|(a, b)| a.1 != b.1)
+        .map(|(a, _)| a.0.clone())
+        .collect::<Vec<_>>();
+    assert!(
+        differs.iter().any(|n| n.starts_with("blocks.1.")),
+        "{differs:?}"
+    );
+}
+
+#[test]
+fn quantized_embedding_feeds_lookup_and_tied_head() {
+    let fp = scrambled_model(RopeStyle::Interleaved, 31);
+    let ids = random_ids(2, 9, 32);
+    let before = to_f64(&fp.forward(&ids).unwrap());
+    let rtn = UniformQuantizer::new(QuantSpec::int4().per_channel()).unwrap();
+    // What the quantizer makes of the table, computed here from the full-precision table.
+    let expected = rtn
+        .quantize(&fp.embedding(), None)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap();
+    let mut model = fp.clone();
+    let packed = model.quantize_embedding(&rtn).unwrap();
+    assert!(packed.lm_head.is_none());
+    assert_eq!(to_f64(&model.embedding()), to_f64(&expected));
+    assert_eq!(to_f64(&model.lm_head()), to_f64(&expected));
+    assert!(packed.storage_bytes() * 6 < VOCAB * 32 * 4);
+    // The lookup reads the quantized rows; the linear layers are untouched.
+    let rows = expected
+        .index_select(&ids.flatten_all().unwrap(), 0)
+        .unwrap();
+    assert_eq!(to_f64(&model.embed(&ids).unwrap()), to_f64(&rows));
+    for name in fp.layer_names() {
+        assert_eq!(
+            to_f64(&model.weight(&name).unwrap()),
+            to_f64(&fp.weight(&name).unwrap())
+        );
+    }
+    // Logits move, more at 2 bits than at 8.
+    let moved = |bits: u8| {
+        let mut m = fp.clone();
+        let q = UniformQuantizer::new(QuantSpec::new(bits).per_channel()).unwrap();
+        m.quantize_embedding(&q).unwrap();
+        rel_diff(&to_f64(&m.forward(&ids).unwrap()), &before)
+    };
+    let (d8, d4, d2) = (
+        moved(8),
+        rel_diff(&to_f64(&model.forward(&ids).unwrap()), &before),
+        moved(2),
+    );
+    assert!(0.0 < d8 && d8 < d4 && d4 < d2, "{d8:e} {d4:e} {d2:e}");
+
+    // An untied head is quantized too.
+    let mut untied = Llama::new(
+        tiny_config(RopeStyle::Halves).tie_embeddings(false),
+        5,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let head = untied.lm_head();
+    let packed = untied.quantize_embedding(&rtn).unwrap();
+    let head_q = rtn.quantize(&head, None).unwrap();
+    assert_eq!(packed.lm_head.as_ref(), Some(&head_q));
+    assert_eq!(
+        to_f64(&untied.lm_head()),
+        to_f64(&head_q.dequantize(&Device::Cpu).unwrap())
+    );
+
+    // A data-aware quantizer is refused, and the model is left as it was.
+    let gptq = GptqQuantizer::new(QuantSpec::int4()).unwrap();
+    let mut m = fp.clone();
+    assert!(matches!(
+        m.quantize_embedding(&gptq),
+        Err(Error::InvalidParameter {
+            name: "quantizer",
+            ..
+        })
+    ));
+    assert_eq!(to_f64(&m.embedding()), to_f64(&fp.embedding()));
 }

@@ -401,18 +401,17 @@ impl Quantizer for CubeRoot {
             scales.push((s * s * s) as f32);
         }
         let levels: Vec<f32> = (-8i32..=7).map(|k| (k * k * k) as f32).collect();
-        QuantizedTensor::assemble(QuantizedParts {
-            shape: vec![rows, cols],
-            dtype: w.dtype(),
-            format: QuantFormat::Codebook { bits: 4 },
-            group_len: cols,
-            codes: PackedCodes::pack(&codes, 4)?,
-            scales: Scales::F32(scales),
-            zeros: None,
-            offsets: None,
-            codebook: Some(Codebook::new(levels, 16, LevelStorage::Implicit)?),
-            input_scales: None,
-        })
+        QuantizedTensor::assemble(
+            QuantizedParts::new(
+                vec![rows, cols],
+                w.dtype(),
+                QuantFormat::Codebook { bits: 4 },
+                cols,
+                PackedCodes::pack(&codes, 4)?,
+                Scales::F32(scales),
+            )
+            .with_codebook(Codebook::new(levels, 16, LevelStorage::Implicit)?),
+        )
     }
 }
 
@@ -574,18 +573,14 @@ fn exactly_n_bit_flips_flip_exactly_n_bits() {
 }
 
 fn assembled(format: QuantFormat, codes: &[u8]) -> QuantizedTensor {
-    QuantizedTensor::assemble(QuantizedParts {
-        shape: vec![1, codes.len()],
-        dtype: DType::F32,
+    QuantizedTensor::assemble(QuantizedParts::new(
+        vec![1, codes.len()],
+        DType::F32,
         format,
-        group_len: codes.len(),
-        codes: PackedCodes::pack(codes, format.code_bits()).unwrap(),
-        scales: Scales::F32(vec![1.0]),
-        zeros: None,
-        offsets: None,
-        codebook: None,
-        input_scales: None,
-    })
+        codes.len(),
+        PackedCodes::pack(codes, format.code_bits()).unwrap(),
+        Scales::F32(vec![1.0]),
+    ))
     .unwrap()
 }
 

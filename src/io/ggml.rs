@@ -1,9 +1,12 @@
-//! GGML tensor types and the three block formats quantlens maps onto bit for bit:
-//! Q4_0, Q4_1 and Q8_0 (blocks of 32 weights, one f16 scale each, Q4_1 with an f16 offset).
+//! GGML tensor types and the three block formats quantlens maps onto bit for bit in both
+//! directions: Q4_0, Q4_1 and Q8_0 (blocks of 32 weights, one f16 scale each, Q4_1 with an f16
+//! offset). The K-quants, which quantlens reads but does not write, are in
+//! [`kquants`](super::kquants).
 
 use candle_core::DType;
 use half::f16;
 
+use crate::io::kquants::{self, KQuant};
 use crate::quant::{PackedCodes, QuantFormat, QuantizedParts, QuantizedTensor, Scales};
 
 /// Weights per Q4_0 / Q4_1 / Q8_0 block.
@@ -19,6 +22,8 @@ pub(crate) enum GgmlType {
     Q4_0,
     Q4_1,
     Q8_0,
+    /// A K-quant (read only).
+    K(KQuant),
 }
 
 impl GgmlType {
@@ -32,6 +37,7 @@ impl GgmlType {
             GgmlType::Q8_0 => 8,
             GgmlType::I8 => 24,
             GgmlType::BF16 => 30,
+            GgmlType::K(k) => k.id(),
         }
     }
 
@@ -46,10 +52,14 @@ impl GgmlType {
             24 => GgmlType::I8,
             30 => GgmlType::BF16,
             _ => {
+                if let Some(k) = KQuant::from_id(id) {
+                    return Ok(GgmlType::K(k));
+                }
                 return Err(match other_type_name(id) {
                     Some(name) => format!(
                         "GGML type {name} ({id}) is not supported; quantlens reads F32, F16, \
-                         BF16, Q4_0, Q4_1 and Q8_0 (and I8 parts of its own packed tensors)"
+                         BF16, Q4_0, Q4_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K (and I8 \
+                         parts of its own packed tensors)"
                     ),
                     None => format!("unknown GGML type id {id}"),
                 });
@@ -58,7 +68,7 @@ impl GgmlType {
     }
 
     /// `(elements, bytes)` of one block.
-    fn block(self) -> (usize, usize) {
+    pub(crate) fn block(self) -> (usize, usize) {
         match self {
             GgmlType::F32 => (1, 4),
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
@@ -66,6 +76,7 @@ impl GgmlType {
             GgmlType::Q4_0 => (BLOCK, 18),
             GgmlType::Q4_1 => (BLOCK, 20),
             GgmlType::Q8_0 => (BLOCK, 34),
+            GgmlType::K(k) => (kquants::SUPER_BLOCK, k.block_bytes()),
         }
     }
 
@@ -88,6 +99,7 @@ impl GgmlType {
             GgmlType::Q4_0 => "Q4_0",
             GgmlType::Q4_1 => "Q4_1",
             GgmlType::Q8_0 => "Q8_0",
+            GgmlType::K(k) => k.name(),
         }
     }
 }
@@ -201,13 +213,17 @@ pub(crate) fn encode_blocks(q: &QuantizedTensor, ty: GgmlType) -> Vec<u8> {
     out
 }
 
-/// A quantized tensor from GGML blocks of type `ty` (Q4_0, Q4_1 or Q8_0) holding `shape`.
+/// A quantized tensor from GGML blocks of type `ty` (Q4_0, Q4_1, Q8_0 or a K-quant) holding
+/// `shape`.
 pub(crate) fn decode_blocks(
     ty: GgmlType,
     shape: Vec<usize>,
     dtype: DType,
     bytes: &[u8],
 ) -> Result<QuantizedTensor, String> {
+    if let GgmlType::K(k) = ty {
+        return kquants::decode(k, shape, dtype, bytes);
+    }
     let (_, block_bytes) = ty.block();
     let mut codes = Vec::with_capacity(bytes.len() / block_bytes * BLOCK);
     let mut scales = Vec::new();

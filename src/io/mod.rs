@@ -53,10 +53,14 @@
 //! [field](#packed-parts) as a string `quantlens.<name>.<field>`.
 //!
 //! [`load_gguf`] reads versions 2 and 3 from any writer as long as every tensor is F32, F16,
-//! BF16, Q4_0, Q4_1 or Q8_0 (or an I8 part of a quantlens packed tensor). Note that Candle
-//! 0.11's reader knows no I8 type: a file with packed parts is quantlens-only, which is what
-//! [`GgufFallback::DequantizeF16`] is for. Tensor names are limited to 63 bytes and 4
-//! dimensions, as in GGML.
+//! BF16, Q4_0, Q4_1, Q8_0, one of llama.cpp's K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K:
+//! read into exact affine or symmetric uniform tensors with the file's two-level scales, bit
+//! for bit the values llama.cpp and Candle decode; the mapping is in `src/io/kquants.rs`), or
+//! an I8 part of a quantlens packed tensor. IQ and the other GGML types are refused by name.
+//! K-quant tensors are never *written* as K types: they go through the fallbacks below.
+//! Note that Candle 0.11's reader knows no I8 type: a file with packed parts is
+//! quantlens-only, which is what [`GgufFallback::DequantizeF16`] is for. Tensor names are
+//! limited to 63 bytes and 4 dimensions, as in GGML.
 //!
 //! # safetensors
 //!
@@ -105,6 +109,7 @@
 
 mod ggml;
 pub mod gguf;
+mod kquants;
 mod model;
 mod parts;
 pub mod safetensors;

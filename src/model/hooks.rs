@@ -36,17 +36,84 @@ use crate::rng;
 pub trait ForwardHook {
     /// See the input `x` of layer `layer`; optionally replace it.
     fn layer_input(&mut self, layer: &str, x: &Tensor) -> Result<Option<Tensor>>;
+
+    /// [`layer_input`](Self::layer_input) for a batch that carries padding, called instead of
+    /// it by models whose batches are padded ([`BertEncoder`](crate::model::BertEncoder)):
+    /// `token_rows` (u32, 1-D) lists the rows of `x`, viewed as a matrix
+    /// `[positions, in_features]`, that hold real tokens; the others are padding, computed but
+    /// meaningless.
+    ///
+    /// Hooks that gather statistics override it to leave the padding out
+    /// ([`CaptureInputs`] does); the default ignores `token_rows`, which is right for hooks
+    /// that transform each row on its own.
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let _ = token_rows;
+        self.layer_input(layer, x)
+    }
 }
 
 impl<H: ForwardHook + ?Sized> ForwardHook for &mut H {
     fn layer_input(&mut self, layer: &str, x: &Tensor) -> Result<Option<Tensor>> {
         (**self).layer_input(layer, x)
     }
+
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        (**self).padded_layer_input(layer, x, token_rows)
+    }
 }
 
 impl<H: ForwardHook + ?Sized> ForwardHook for Box<H> {
     fn layer_input(&mut self, layer: &str, x: &Tensor) -> Result<Option<Tensor>> {
         (**self).layer_input(layer, x)
+    }
+
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        (**self).padded_layer_input(layer, x, token_rows)
+    }
+}
+
+/// Hands every layer input of a padded batch to `hooks` through
+/// [`ForwardHook::padded_layer_input`]; what a padded model wraps its hooks in.
+pub(crate) struct PaddedBatch<'a> {
+    hooks: &'a mut dyn ForwardHook,
+    token_rows: Tensor,
+}
+
+impl<'a> PaddedBatch<'a> {
+    /// `mask: [batch, seq]`, 1 for tokens and 0 for padding.
+    pub(crate) fn new(hooks: &'a mut dyn ForwardHook, mask: &Tensor) -> Result<Self> {
+        let flags: Vec<f32> = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let rows: Vec<u32> = (0u32..)
+            .zip(&flags)
+            .filter(|&(_, &m)| m != 0.0)
+            .map(|(i, _)| i)
+            .collect();
+        let n = rows.len();
+        Ok(PaddedBatch {
+            hooks,
+            token_rows: Tensor::from_vec(rows, n, mask.device())?,
+        })
+    }
+}
+
+impl ForwardHook for PaddedBatch<'_> {
+    fn layer_input(&mut self, layer: &str, x: &Tensor) -> Result<Option<Tensor>> {
+        self.hooks.padded_layer_input(layer, x, &self.token_rows)
     }
 }
 
@@ -70,6 +137,19 @@ impl<A: ForwardHook, B: ForwardHook> ForwardHook for (A, B) {
         let b = self.1.layer_input(layer, a.as_ref().unwrap_or(x))?;
         Ok(b.or(a))
     }
+
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let a = self.0.padded_layer_input(layer, x, token_rows)?;
+        let b = self
+            .1
+            .padded_layer_input(layer, a.as_ref().unwrap_or(x), token_rows)?;
+        Ok(b.or(a))
+    }
 }
 
 impl ForwardHook for Vec<Box<dyn ForwardHook + '_>> {
@@ -77,6 +157,22 @@ impl ForwardHook for Vec<Box<dyn ForwardHook + '_>> {
         let mut current: Option<Tensor> = None;
         for hook in self.iter_mut() {
             if let Some(next) = hook.layer_input(layer, current.as_ref().unwrap_or(x))? {
+                current = Some(next);
+            }
+        }
+        Ok(current)
+    }
+
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let mut current: Option<Tensor> = None;
+        for hook in self.iter_mut() {
+            let input = current.as_ref().unwrap_or(x);
+            if let Some(next) = hook.padded_layer_input(layer, input, token_rows)? {
                 current = Some(next);
             }
         }
@@ -159,14 +255,39 @@ impl CaptureInputs {
     }
 }
 
+impl CaptureInputs {
+    fn observe(&mut self, layer: &str, x: &Tensor) -> Result<()> {
+        let in_features = x.dims().last().copied().unwrap_or(0);
+        self.calibrations
+            .entry(layer.to_string())
+            .or_insert_with(|| Calibration::new(in_features))
+            .observe(x)
+    }
+}
+
 impl ForwardHook for CaptureInputs {
     fn layer_input(&mut self, layer: &str, x: &Tensor) -> Result<Option<Tensor>> {
         if self.filter.matches(layer) {
+            self.observe(layer, x)?;
+        }
+        Ok(None)
+    }
+
+    /// Captures the token rows only: padding would otherwise count as calibration samples
+    /// (and pull the Hessian and activation ranges towards what `[PAD]` positions compute).
+    fn padded_layer_input(
+        &mut self,
+        layer: &str,
+        x: &Tensor,
+        token_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        if self.filter.matches(layer) {
             let in_features = x.dims().last().copied().unwrap_or(0);
-            self.calibrations
-                .entry(layer.to_string())
-                .or_insert_with(|| Calibration::new(in_features))
-                .observe(x)?;
+            let positions = x.elem_count() / in_features.max(1);
+            let tokens = x
+                .reshape((positions, in_features))?
+                .index_select(token_rows, 0)?;
+            self.observe(layer, &tokens)?;
         }
         Ok(None)
     }

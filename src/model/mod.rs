@@ -16,6 +16,7 @@
 //!   normalised sentence embeddings, compared with [`EmbeddingSimilarity`].
 
 mod bert;
+mod blocks;
 mod embedding;
 mod eval;
 mod hooks;
@@ -27,6 +28,7 @@ mod sequential;
 mod train;
 
 pub use bert::{BertConfig, BertEmbeddings, BertEncoder, BertLayer, HiddenAct, LayerNorm};
+pub use blocks::{BlockChain, BlockState};
 pub use embedding::EmbeddingSimilarity;
 pub use eval::{Evaluation, evaluate, expected_calibration_error};
 pub use hooks::{
@@ -35,7 +37,8 @@ pub use hooks::{
 pub use language::{Perplexity, PerplexityConfig, perplexity, perplexity_hooked};
 pub use linear::{LayerWeight, LinearLayer};
 pub use llama::{
-    GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle, Sampling, SourceFormats,
+    EmbeddingQuantization, GenerateConfig, KvCache, Llama, LlamaConfig, LlamaTrace, RopeStyle,
+    Sampling, SourceFormats,
 };
 pub use mlp::{Activation, Mlp, MlpConfig};
 pub use sequential::{
@@ -160,6 +163,13 @@ pub trait QuantizableModel: Send + Sync {
     /// parameters overrides it so that reports give the size of the whole model.
     fn other_parameter_bytes(&self) -> usize {
         0
+    }
+
+    /// The model as a chain of blocks, if it can run block by block; `None` (the default)
+    /// makes sequential calibration re-run the model's prefix for every stage. [`Llama`] and
+    /// [`BertEncoder`] return themselves.
+    fn as_block_chain(&self) -> Option<&dyn BlockChain> {
+        None
     }
 
     /// Bytes of the whole model as stored: the linear layers' weights (packed sizes for packed

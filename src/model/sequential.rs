@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::model::hooks::{CaptureInputs, LayerFilter, StopAfter};
+use crate::model::blocks::{BlockChain, BlockState};
+use crate::model::hooks::{CaptureInputs, LayerFilter, NoHooks, StopAfter};
 use crate::model::{LayerWeight, QuantizableModel};
 use crate::quant::{Calibration, Quantizer};
 
@@ -27,7 +28,9 @@ pub enum StoreAs {
 pub enum CalibrationMode {
     /// Each stage on the inputs produced by the already-quantized stages before it (GPTQ's
     /// recipe: later layers see, and correct for, earlier layers' errors). Costs one
-    /// (truncated) forward pass of the calibration batches per stage.
+    /// (truncated) forward pass of the calibration batches per stage; for a model that is a
+    /// [`BlockChain`] (Llama, BERT), the inputs of each block are cached and a stage runs its
+    /// block alone, with the same result.
     #[default]
     Sequential,
     /// Every stage on the full-precision model's inputs, captured in one forward pass before
@@ -208,7 +211,13 @@ impl<'a> SequentialQuantization<'a> {
         } else {
             None
         };
-        for stage in &stages {
+        // Block-wise calibration where the model allows it: stage s lies in block plan[s].
+        let plan = match (&upfront, model.as_block_chain()) {
+            (None, Some(chain)) if data_aware => block_plan(chain, &stages),
+            _ => None,
+        };
+        let mut cache: Option<BlockInputs> = None;
+        for (s, stage) in stages.iter().enumerate() {
             if data_aware && upfront.is_none() {
                 densify_smoothed(model, stage)?;
             }
@@ -216,7 +225,17 @@ impl<'a> SequentialQuantization<'a> {
             let calibrations = match &upfront {
                 Some(all) => all,
                 None if data_aware => {
-                    staged = self.capture(model, stage, true)?;
+                    staged = match (&plan, model.as_block_chain()) {
+                        (Some(plan), Some(chain)) => {
+                            let inputs = match cache.take() {
+                                Some(inputs) => inputs,
+                                None => BlockInputs::new(chain, &self.calibration)?,
+                            };
+                            let inputs = cache.insert(inputs.advance_to(chain, plan[s])?);
+                            inputs.capture(chain, stage)?
+                        }
+                        _ => self.capture(model, stage, true)?,
+                    };
                     &staged
                 }
                 None => {
@@ -279,6 +298,71 @@ impl<'a> SequentialQuantization<'a> {
                 model.forward_hooked(batch, &mut capture)
             };
             match outcome {
+                Ok(_) | Err(Error::ForwardStopped { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(capture.into_calibrations())
+    }
+}
+
+/// For each stage, the block that runs all of its layers, if blocks are visited in order;
+/// `None` when some stage does not lie in one block (the prefix path then handles every stage).
+fn block_plan(chain: &dyn BlockChain, stages: &[Vec<String>]) -> Option<Vec<usize>> {
+    let blocks: Vec<Vec<String>> = (0..chain.block_count())
+        .map(|b| chain.block_layers(b))
+        .collect();
+    let mut plan = Vec::with_capacity(stages.len());
+    for stage in stages {
+        let b = blocks
+            .iter()
+            .position(|layers| stage.iter().all(|n| layers.contains(n)))?;
+        if plan.last().is_some_and(|&last| b < last) {
+            return None;
+        }
+        plan.push(b);
+    }
+    Some(plan)
+}
+
+/// The inputs of block `next` for every calibration batch, computed through the blocks before
+/// it as they were when the pass moved on (quantized, since their stages come first).
+struct BlockInputs {
+    next: usize,
+    states: Vec<BlockState>,
+}
+
+impl BlockInputs {
+    fn new(chain: &dyn BlockChain, batches: &[Tensor]) -> Result<Self> {
+        let states = batches
+            .iter()
+            .map(|b| chain.block_input(b))
+            .collect::<Result<_>>()?;
+        Ok(BlockInputs { next: 0, states })
+    }
+
+    /// Run the blocks before `block` (once each: the cache only moves forward).
+    fn advance_to(mut self, chain: &dyn BlockChain, block: usize) -> Result<Self> {
+        while self.next < block {
+            for state in &mut self.states {
+                *state = chain.run_block(self.next, state, &mut NoHooks)?;
+            }
+            self.next += 1;
+        }
+        Ok(self)
+    }
+
+    /// Calibration statistics of `layers`' inputs, running only block `self.next`, and only as
+    /// far as those layers.
+    fn capture(
+        &self,
+        chain: &dyn BlockChain,
+        layers: &[String],
+    ) -> Result<BTreeMap<String, Calibration>> {
+        let mut capture = CaptureInputs::new(LayerFilter::Only(layers.to_vec()));
+        for state in &self.states {
+            let mut hooks = (&mut capture, StopAfter::new(layers));
+            match chain.run_block(self.next, state, &mut hooks) {
                 Ok(_) | Err(Error::ForwardStopped { .. }) => {}
                 Err(e) => return Err(e),
             }

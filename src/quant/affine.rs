@@ -164,18 +164,17 @@ impl Quantizer for AffineQuantizer {
             scales.push(scale);
             offsets.push(offset);
         }
-        QuantizedTensor::assemble(QuantizedParts {
-            shape: vec![rows, cols],
-            dtype: weight.dtype(),
-            format: QuantFormat::Affine { bits: self.bits },
-            group_len,
-            codes: PackedCodes::pack(&codes, self.bits)?,
-            scales: Scales::from_f32(scales, self.scale_dtype),
-            zeros: None,
-            codebook: None,
-            offsets: Some(Scales::from_f32(offsets, self.scale_dtype)),
-            input_scales: None,
-        })
+        QuantizedTensor::assemble(
+            QuantizedParts::new(
+                vec![rows, cols],
+                weight.dtype(),
+                QuantFormat::Affine { bits: self.bits },
+                group_len,
+                PackedCodes::pack(&codes, self.bits)?,
+                Scales::from_f32(scales, self.scale_dtype),
+            )
+            .with_offsets(Scales::from_f32(offsets, self.scale_dtype)),
+        )
     }
 }
 

@@ -148,21 +148,20 @@ impl Quantizer for CompandingQuantizer {
             }
             Ok(scale)
         })?;
-        QuantizedTensor::assemble(QuantizedParts {
-            shape: vec![rows, cols],
-            dtype: weight.dtype(),
-            format: QuantFormat::Codebook { bits: self.bits },
-            group_len,
-            codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
-            scales: Scales::from_f32(encoded.scales, dtype),
-            zeros: None,
-            offsets: None,
-            codebook: Some(Codebook::new(
+        QuantizedTensor::assemble(
+            QuantizedParts::new(
+                vec![rows, cols],
+                weight.dtype(),
+                QuantFormat::Codebook { bits: self.bits },
+                group_len,
+                PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
+                Scales::from_f32(encoded.scales, dtype),
+            )
+            .with_codebook(Codebook::new(
                 self.levels(),
                 1 << self.bits,
                 LevelStorage::Implicit,
             )?),
-            input_scales: None,
-        })
+        )
     }
 }

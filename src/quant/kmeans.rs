@@ -415,17 +415,16 @@ impl Quantizer for KMeansQuantizer {
             encode_nearest(scales[g], table, v, codes);
             Ok(scales[g])
         })?;
-        QuantizedTensor::assemble(QuantizedParts {
-            shape: vec![rows, cols],
-            dtype: weight.dtype(),
-            format: QuantFormat::Codebook { bits: self.bits },
-            group_len: scale_len,
-            codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
-            scales: Scales::from_f32(scales, dtype),
-            zeros: None,
-            offsets: None,
-            codebook: Some(codebook),
-            input_scales: None,
-        })
+        QuantizedTensor::assemble(
+            QuantizedParts::new(
+                vec![rows, cols],
+                weight.dtype(),
+                QuantFormat::Codebook { bits: self.bits },
+                scale_len,
+                PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
+                Scales::from_f32(scales, dtype),
+            )
+            .with_codebook(codebook),
+        )
     }
 }

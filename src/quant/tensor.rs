@@ -77,7 +77,35 @@ impl QuantFormat {
 ///
 /// `zeros` is for asymmetric uniform formats only, `codebook` for codebook formats only,
 /// `offsets` for affine formats only; `input_scales` may accompany any format.
+///
+/// Build one with [`new`](Self::new) and the `with_*` methods: the struct is
+/// `#[non_exhaustive]`, so a part added in a later version (as `offsets` once was) does not
+/// break your code. The fields stay public for reading and editing.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use quantlens::{PackedCodes, QuantFormat, QuantizedParts, QuantizedTensor, Scales};
+///
+/// # fn main() -> quantlens::Result<()> {
+/// // Two groups of four 4-bit codes; asymmetric, so each group has a zero point.
+/// let codes = PackedCodes::pack(&[0, 5, 10, 15, 1, 2, 3, 4], 4)?;
+/// let parts = QuantizedParts::new(
+///     vec![2, 4],
+///     DType::F32,
+///     QuantFormat::Uniform { bits: 4, symmetric: false },
+///     4,
+///     codes,
+///     Scales::F32(vec![0.5, 0.25]),
+/// )
+/// .with_zeros(PackedCodes::pack(&[8, 0], 4)?);
+/// let q = QuantizedTensor::assemble(parts)?;
+/// let w: Vec<f32> = q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+/// assert_eq!(w, [-4.0, -1.5, 1.0, 3.5, 0.25, 0.5, 0.75, 1.0]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct QuantizedParts {
     /// Shape of the original tensor.
     pub shape: Vec<usize>,
@@ -101,6 +129,62 @@ pub struct QuantizedParts {
     /// by AWQ or SmoothQuant: the codes then encode `W·diag(s)` (see
     /// [`QuantizedTensor::input_scales`]). `None` for plain quantization.
     pub input_scales: Option<Scales>,
+}
+
+impl QuantizedParts {
+    /// The parts every format has: shape, the dtype [`QuantizedTensor::dequantize`] returns,
+    /// format, group length, codes and one scale per group. The format-specific parts start
+    /// empty; add them with the `with_*` methods. Nothing is checked until
+    /// [`QuantizedTensor::assemble`].
+    pub fn new(
+        shape: Vec<usize>,
+        dtype: DType,
+        format: QuantFormat,
+        group_len: usize,
+        codes: PackedCodes,
+        scales: Scales,
+    ) -> Self {
+        Self {
+            shape,
+            dtype,
+            format,
+            group_len,
+            codes,
+            scales,
+            zeros: None,
+            codebook: None,
+            offsets: None,
+            input_scales: None,
+        }
+    }
+
+    /// One zero point per group, packed (asymmetric uniform formats).
+    #[must_use]
+    pub fn with_zeros(mut self, zeros: PackedCodes) -> Self {
+        self.zeros = Some(zeros);
+        self
+    }
+
+    /// The level tables (codebook formats).
+    #[must_use]
+    pub fn with_codebook(mut self, codebook: Codebook) -> Self {
+        self.codebook = Some(codebook);
+        self
+    }
+
+    /// One offset per group (affine formats).
+    #[must_use]
+    pub fn with_offsets(mut self, offsets: Scales) -> Self {
+        self.offsets = Some(offsets);
+        self
+    }
+
+    /// One positive scale per input channel (weights smoothed by AWQ or SmoothQuant).
+    #[must_use]
+    pub fn with_input_scales(mut self, input_scales: Scales) -> Self {
+        self.input_scales = Some(input_scales);
+        self
+    }
 }
 
 /// A quantized weight matrix: packed codes plus the per-group parameters to decode them.

@@ -153,17 +153,13 @@ impl Quantizer for TernaryQuantizer {
                 dtype,
             })
         })?;
-        QuantizedTensor::assemble(QuantizedParts {
-            shape: vec![rows, cols],
-            dtype: weight.dtype(),
-            format: QuantFormat::Ternary,
+        QuantizedTensor::assemble(QuantizedParts::new(
+            vec![rows, cols],
+            weight.dtype(),
+            QuantFormat::Ternary,
             group_len,
-            codes: PackedCodes::pack_trusted(&encoded.codes, 2)?,
-            scales: Scales::from_f32(encoded.scales, dtype),
-            zeros: None,
-            offsets: None,
-            codebook: None,
-            input_scales: None,
-        })
+            PackedCodes::pack_trusted(&encoded.codes, 2)?,
+            Scales::from_f32(encoded.scales, dtype),
+        ))
     }
 }

@@ -124,3 +124,104 @@ impl Quantizer for Recording {
         true
     }
 }
+
+/// A model seen through a wrapper that counts its whole-model forward passes and may hide its
+/// [`BlockChain`](quantlens::model::BlockChain): with `chain == false`, sequential calibration
+/// must re-run the model's prefix for every stage.
+pub struct Counted<M> {
+    pub inner: M,
+    pub chain: bool,
+    pub forwards: std::sync::atomic::AtomicUsize,
+}
+
+impl<M> Counted<M> {
+    pub fn new(inner: M, chain: bool) -> Self {
+        Counted {
+            inner,
+            chain,
+            forwards: Default::default(),
+        }
+    }
+
+    pub fn forwards(&self) -> usize {
+        self.forwards.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl<M: quantlens::model::QuantizableModel> quantlens::model::QuantizableModel for Counted<M> {
+    fn linear_layers(&self) -> Vec<&quantlens::model::LinearLayer> {
+        self.inner.linear_layers()
+    }
+
+    fn linear_layer_mut(&mut self, name: &str) -> Option<&mut quantlens::model::LinearLayer> {
+        self.inner.linear_layer_mut(name)
+    }
+
+    fn forward_hooked(
+        &self,
+        input: &Tensor,
+        hooks: &mut dyn quantlens::model::ForwardHook,
+    ) -> quantlens::Result<Tensor> {
+        self.forwards
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.forward_hooked(input, hooks)
+    }
+
+    fn quantization_stages(&self) -> Vec<Vec<String>> {
+        self.inner.quantization_stages()
+    }
+
+    fn as_block_chain(&self) -> Option<&dyn quantlens::model::BlockChain> {
+        if self.chain {
+            self.inner.as_block_chain()
+        } else {
+            None
+        }
+    }
+}
+
+/// The packed weight of every layer of `model`, by name (panics on a dense layer).
+pub fn packed_weights<M: quantlens::model::QuantizableModel + ?Sized>(
+    model: &M,
+) -> Vec<(String, QuantizedTensor)> {
+    model
+        .linear_layers()
+        .into_iter()
+        .map(|l| match l.weight() {
+            quantlens::model::LayerWeight::Packed(q) => (l.name().to_string(), (**q).clone()),
+            quantlens::model::LayerWeight::Dense(_) => panic!("{} is not packed", l.name()),
+        })
+        .collect()
+}
+
+/// Quantize copies of `fp` with `quantizer` by sequential calibration on `batches` twice,
+/// block by block and with the block chain hidden (prefix re-run per stage), and check the two
+/// agree: same reports, same packed weights, no whole-model pass on the block path and one
+/// per stage and batch on the other. Returns the block-wise model and its report.
+pub fn assert_blockwise_equals_prefix<M>(
+    fp: &M,
+    batches: &[Tensor],
+    quantizer: &dyn Quantizer,
+) -> (M, quantlens::model::QuantizationReport)
+where
+    M: quantlens::model::QuantizableModel + Clone,
+{
+    let quantized = |chain: bool| {
+        let mut model = Counted::new(fp.clone(), chain);
+        let report = quantlens::model::SequentialQuantization::new(quantizer)
+            .calibration(batches.to_vec())
+            .run(&mut model)
+            .unwrap();
+        (model, report)
+    };
+    let (blockwise, blockwise_report) = quantized(true);
+    let (prefix, prefix_report) = quantized(false);
+    assert_eq!(blockwise.forwards(), 0);
+    assert_eq!(
+        prefix.forwards(),
+        fp.quantization_stages().len() * batches.len()
+    );
+    assert_eq!(blockwise_report, prefix_report);
+    assert_eq!(packed_weights(&blockwise), packed_weights(&prefix));
+    (blockwise.inner, blockwise_report)
+}

@@ -16,8 +16,17 @@ use crate::io::{TensorEntry, TensorFile, io_error, malformed};
 /// (Q4_0/Q8_0 symmetric uniform, Q4_1 affine; groups of 32, f16 scales), F32/F16/BF16
 /// tensors dense ones, and quantlens' own packed tensors are rebuilt from their parts.
 ///
-/// Files from other writers load too, as long as every tensor has one of those types; a
-/// malformed or unsupported file gives [`Error::Malformed`](crate::Error::Malformed) saying what and where.
+/// llama.cpp's K-quants load too, each as the quantlens format whose decode gives the same
+/// f32 values bit for bit (the files' two-level scales and offsets kept as
+/// [`Scales::Double`](crate::Scales::Double)): Q2_K, Q4_K and Q5_K as
+/// affine 2-, 4- and 5-bit codes (groups of 16, 32, 32), Q3_K and Q6_K as symmetric uniform 3-
+/// and 6-bit codes (groups of 16), Q8_K as symmetric uniform 8-bit codes (groups of 256).
+/// Such tensors are not written back as K-quants: [`GgufWriter`](super::GgufWriter) stores
+/// them as its [fallback](super::GgufFallback) says.
+///
+/// Files from other writers load too, as long as every tensor has one of those types (IQ
+/// types, Q5_0, Q5_1 and the other GGML types are refused, by name); a malformed or
+/// unsupported file gives [`Error::Malformed`](crate::Error::Malformed) saying what and where.
 pub fn load_gguf(path: impl AsRef<Path>) -> Result<GgufFile> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
@@ -124,9 +133,12 @@ pub(in crate::io) fn parse(bytes: &[u8]) -> std::result::Result<GgufFile, String
         let size = parts::checked_numel(&dims)
             .and_then(|n| ty.byte_size(n))
             .ok_or_else(|| {
+                let (elems, _) = ty.block();
                 format!(
-                    "tensor {name:?}: shape {dims:?} is not a whole number of {} blocks",
-                    ty.name()
+                    "tensor {name:?}: shape {dims:?} is not a whole number of {} ({}) blocks \
+                     of {elems} elements",
+                    ty.name(),
+                    ty.id()
                 )
             })?;
         let start = data_start.saturating_add(offset);
@@ -223,7 +235,7 @@ fn build_entries(
                     .map_err(|e| format!("tensor {name:?}: {e}"))?;
                 TensorEntry::Dense(t)
             }
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => {
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::K(_) => {
                 let dtype = match meta.get(format!("quantlens.{name}.dtype").as_str()) {
                     None => DType::F32,
                     Some(v) => v.as_str().and_then(parts::parse_dtype).ok_or_else(|| {

@@ -15,6 +15,8 @@ pub(super) struct TokenBatch {
     pub(super) ids: Tensor,
     /// 1 for real tokens, 0 for `[PAD]`, `[b, t]` f32.
     pub(super) mask: Tensor,
+    /// Whether any position is padding.
+    pub(super) has_padding: bool,
 }
 
 impl TokenBatch {
@@ -76,15 +78,25 @@ impl TokenBatch {
             let host: Vec<u32> = values.iter().map(|&v| v as u32).collect();
             Tensor::from_vec(host, (b, t), ids.device())?
         };
+        let has_padding = mask.contains(&0.0);
         let mask = Tensor::from_vec(mask, (b, t), ids.device())?;
-        Ok(TokenBatch { ids, mask })
+        Ok(TokenBatch {
+            ids,
+            mask,
+            has_padding,
+        })
     }
 
     /// The additive attention mask `[b, 1, 1, t]`: 0 on real keys, `f32::MIN` on padding (as
     /// Hugging Face and Candle do), so padded keys get weight exactly 0 after the softmax.
     pub(super) fn attention_bias(&self) -> Result<Tensor> {
-        let (b, t) = self.mask.dims2()?;
-        let bias = ((self.mask.ones_like()? - &self.mask)? * f64::from(f32::MIN))?;
-        Ok(bias.reshape((b, 1, 1, t))?)
+        attention_bias(&self.mask)
     }
+}
+
+/// The additive attention mask `[b, 1, 1, t]` of a padding mask `[b, t]` (1 = token).
+pub(super) fn attention_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN))?;
+    Ok(bias.reshape((b, 1, 1, t))?)
 }

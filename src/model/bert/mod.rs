@@ -11,7 +11,9 @@
 //! | `norm.rs` | [`LayerNorm`] (two-pass, full precision) |
 //! | `input.rs` | token-id checks and the padding mask |
 //! | `pooling.rs` | mean pooling over real tokens, L2 normalisation |
+//! | `chain.rs` | the encoder as a [`BlockChain`](crate::model::BlockChain) of its layers |
 
+mod chain;
 mod config;
 mod embeddings;
 mod input;
@@ -30,9 +32,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::error::Result;
-use crate::model::QuantizableModel;
-use crate::model::hooks::ForwardHook;
+use crate::model::hooks::{ForwardHook, PaddedBatch};
 use crate::model::linear::LinearLayer;
+use crate::model::{BlockChain, QuantizableModel};
 use input::TokenBatch;
 use params::{FileParams, ParamSource, RandomParams};
 
@@ -150,6 +152,15 @@ impl BertEncoder {
     }
 
     fn hidden(&self, batch: &TokenBatch, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
+        if batch.has_padding {
+            // Hooks learn which rows are padding (calibration capture leaves them out).
+            let mut padded = PaddedBatch::new(hooks, &batch.mask)?;
+            return self.layers_forward(batch, &mut padded);
+        }
+        self.layers_forward(batch, hooks)
+    }
+
+    fn layers_forward(&self, batch: &TokenBatch, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
         let mask_bias = batch.attention_bias()?;
         let mut h = self.embeddings.forward(&batch.ids)?;
         for layer in &self.layers {
@@ -177,6 +188,10 @@ impl QuantizableModel for BertEncoder {
         let batch = TokenBatch::new(input, &self.config)?;
         let hidden = self.hidden(&batch, hooks)?;
         pooling::mean_pool_normalize(&hidden, &batch.mask)
+    }
+
+    fn as_block_chain(&self) -> Option<&dyn BlockChain> {
+        Some(self)
     }
 
     /// Per layer: `[q, k, v]` (one calibration pass for the three), then `o`, `up`, `down`.

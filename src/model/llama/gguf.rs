@@ -9,6 +9,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, Value};
 
 use crate::error::{Error, Result};
@@ -142,7 +143,7 @@ impl Llama {
             let q = content
                 .tensor(&mut reader, name, device)
                 .map_err(|e| malformed(format!("tensor {name}: {e}")))?;
-            formats.insert(name.to_string(), format!("{:?}", info.ggml_dtype));
+            formats.insert(name.to_string(), ggml_name(info.ggml_dtype).to_string());
             Ok(q.dequantize(device)?)
         };
 
@@ -317,5 +318,27 @@ fn as_f64(v: &Value) -> Option<f64> {
         Value::F32(x) => Some(x.into()),
         Value::F64(x) => Some(x),
         _ => as_usize(v).map(|n| n as f64),
+    }
+}
+
+/// GGML's own spelling of a tensor type (`Q4_K`, where Candle's `Debug` writes `Q4K`), so
+/// [`SourceFormats`] and our GGUF errors name types alike.
+fn ggml_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
     }
 }

@@ -19,7 +19,9 @@
 mod attention;
 mod block;
 mod cache;
+mod chain;
 mod config;
+mod embedding_quant;
 mod feed_forward;
 mod generate;
 mod gguf;
@@ -29,6 +31,7 @@ mod trace;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeStyle};
+pub use embedding_quant::EmbeddingQuantization;
 pub use generate::{GenerateConfig, Sampling};
 pub use gguf::SourceFormats;
 pub use trace::LlamaTrace;
@@ -39,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::model::hooks::{ForwardHook, NoHooks};
 use crate::model::linear::LinearLayer;
 use crate::model::train::Trainable;
-use crate::model::{LayerWeight, QuantizableModel};
+use crate::model::{BlockChain, LayerWeight, QuantizableModel};
 use crate::rng::SplitMix64;
 
 use attention::{Attention, Step, Trace};
@@ -286,7 +289,8 @@ impl Llama {
         self.embedding.device()
     }
 
-    /// The token embedding `[vocab, hidden]` (full precision, not a linear layer).
+    /// The token embedding `[vocab, hidden]` (not a linear layer: full precision unless
+    /// [`quantize_embedding`](Self::quantize_embedding) replaced it).
     pub fn embedding(&self) -> Tensor {
         self.embedding.as_tensor().detach()
     }
@@ -545,6 +549,10 @@ impl QuantizableModel for Llama {
     /// `ids: [b, t]` (u32) → logits `[b, t, vocab]` (f32).
     fn forward_hooked(&self, input: &Tensor, hooks: &mut dyn ForwardHook) -> Result<Tensor> {
         self.run(input, hooks, None, Kernels::Fused, false)
+    }
+
+    fn as_block_chain(&self) -> Option<&dyn BlockChain> {
+        Some(self)
     }
 
     /// Per block: `[q, k, v]` (one input), `[o]`, `[gate, up]` (one input), `[down]`.
