@@ -1,5 +1,6 @@
 //! SmolLM2-135M-Instruct end to end: perplexity on the Python documentation, greedy generation,
-//! and whole-model quantization layer by layer (RTN and GPTQ) with a progress bar.
+//! and whole-model quantization layer by layer (RTN, and GPTQ calibrated sequentially) with a
+//! progress bar.
 //!
 //! The reference weights are a **Q4_1 checkpoint** (the only SmolLM2 that ships in a package we
 //! can reach), dequantized to f32: "full precision" below means that dequantized model, and
@@ -100,7 +101,9 @@ fn main() -> quantlens::Result<()> {
         let t = Instant::now();
         let report = SequentialQuantization::new(q.as_ref())
             .calibration(calib_batches.clone())
-            .calibration_mode(CalibrationMode::FullPrecision)
+            // Sequential (the default): each stage calibrated through the quantized blocks
+            // before it, one block per stage (see examples/sequential_calibration.rs).
+            .calibration_mode(CalibrationMode::Sequential)
             .store_as(StoreAs::FakeQuantized)
             .on_progress(|layer| {
                 bar.set_message(layer.name.clone());

@@ -589,3 +589,23 @@ fn normal_float_quantizer_matches_a_brute_force_reference() {
         .run(&quantlens::quant::NormalFloatQuantizer::new(3).unwrap());
     assert!(quantlens::quant::NormalFloatQuantizer::new(1).is_err());
 }
+
+#[test]
+fn names_carry_a_non_default_scale_dtype() {
+    let nf4 = |d| Nf4Quantizer::new().with_scale_dtype(d).name();
+    assert_eq!(nf4(ScaleDType::F32), "nf4-g64");
+    assert_eq!(nf4(ScaleDType::F16), "nf4-g64-s16");
+    assert_eq!(nf4(ScaleDType::E8M0), "nf4-g64-se8m0");
+    let nf3 = quantlens::quant::NormalFloatQuantizer::new(3)
+        .unwrap()
+        .with_scale_dtype(ScaleDType::BF16);
+    assert_eq!(nf3.name(), "nf3-g64-sbf16");
+    let affine = |d| {
+        quantlens::AffineQuantizer::new(4, Granularity::PerGroup(32), d)
+            .unwrap()
+            .name()
+    };
+    assert_eq!(affine(ScaleDType::F16), "affine-w4-g32");
+    assert_eq!(affine(ScaleDType::F32), "affine-w4-g32-s32");
+    assert_eq!(affine(ScaleDType::BF16), "affine-w4-g32-sbf16");
+}

@@ -111,13 +111,13 @@ impl Quantizer for AffineQuantizer {
     }
 
     fn name(&self) -> String {
-        let mut name = format!("affine-w{}-{}", self.bits, self.granularity.tag());
-        match self.scale_dtype {
-            ScaleDType::F32 => name.push_str("-s32"),
-            ScaleDType::BF16 => name.push_str("-sbf16"),
-            ScaleDType::F16 | ScaleDType::E8M0 => {}
-        }
-        name
+        // E8M0 never gets here: `AffineQuantizer::new` refuses it.
+        format!(
+            "affine-w{}-{}{}",
+            self.bits,
+            self.granularity.tag(),
+            self.scale_dtype.name_suffix(ScaleDType::F16)
+        )
     }
 
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {

@@ -263,16 +263,8 @@ impl Quantizer for FloatQuantizer {
                 FloatFormat::E2M1 => format!("mxfp4-{g}"),
             };
         }
-        let mut name = format!("fp{}-{}-{g}", f.bits(), f.tag());
-        if self.scale_dtype != Self::defaults(f).1 {
-            name.push_str(match self.scale_dtype {
-                ScaleDType::F32 => "-s32",
-                ScaleDType::F16 => "-s16",
-                ScaleDType::BF16 => "-sbf16",
-                ScaleDType::E8M0 => "-se8m0",
-            });
-        }
-        name
+        let suffix = self.scale_dtype.name_suffix(Self::defaults(f).1);
+        format!("fp{}-{}-{g}{suffix}", f.bits(), f.tag())
     }
 
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {

@@ -555,12 +555,7 @@ impl Quantizer for GptqQuantizer {
         } else if self.static_groups && matches!(s.granularity, Granularity::PerGroup(_)) {
             name.push_str("-static");
         }
-        match s.scale_dtype {
-            ScaleDType::F16 => {}
-            ScaleDType::F32 => name.push_str("-s32"),
-            ScaleDType::BF16 => name.push_str("-sbf16"),
-            ScaleDType::E8M0 => name.push_str("-se8m0"),
-        }
+        name.push_str(s.scale_dtype.name_suffix(ScaleDType::F16));
         if self.percdamp != DEFAULT_PERCDAMP {
             name.push_str(&format!("-damp{}", self.percdamp));
         }

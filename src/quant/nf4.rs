@@ -205,12 +205,7 @@ impl Quantizer for Nf4Quantizer {
         if self.double_quant {
             name.push_str("-dq");
         } else {
-            match self.scale_dtype {
-                ScaleDType::F32 => {}
-                ScaleDType::F16 => name.push_str("-s16"),
-                ScaleDType::BF16 => name.push_str("-sbf16"),
-                ScaleDType::E8M0 => name.push_str("-se8m0"),
-            }
+            name.push_str(self.scale_dtype.name_suffix(ScaleDType::F32));
         }
         name
     }

@@ -126,14 +126,12 @@ impl Quantizer for NormalFloatQuantizer {
     }
 
     fn name(&self) -> String {
-        let mut name = format!("nf{}-{}", self.bits, self.granularity.tag());
-        match self.scale_dtype {
-            ScaleDType::F32 => {}
-            ScaleDType::F16 => name.push_str("-s16"),
-            ScaleDType::BF16 => name.push_str("-sbf16"),
-            ScaleDType::E8M0 => name.push_str("-se8m0"),
-        }
-        name
+        format!(
+            "nf{}-{}{}",
+            self.bits,
+            self.granularity.tag(),
+            self.scale_dtype.name_suffix(ScaleDType::F32)
+        )
     }
 
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {

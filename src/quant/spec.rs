@@ -81,6 +81,26 @@ pub enum ScaleDType {
 }
 
 impl ScaleDType {
+    /// What a quantizer's [name](crate::Quantizer::name) ends with for this scale dtype:
+    /// nothing for the quantizer's `default`, else `-s32`, `-s16`, `-sbf16` or `-se8m0`.
+    ///
+    /// ```
+    /// use quantlens::ScaleDType;
+    /// assert_eq!(ScaleDType::BF16.name_suffix(ScaleDType::F16), "-sbf16");
+    /// assert_eq!(ScaleDType::F16.name_suffix(ScaleDType::F16), "");
+    /// ```
+    pub fn name_suffix(self, default: ScaleDType) -> &'static str {
+        if self == default {
+            return "";
+        }
+        match self {
+            ScaleDType::F32 => "-s32",
+            ScaleDType::F16 => "-s16",
+            ScaleDType::BF16 => "-sbf16",
+            ScaleDType::E8M0 => "-se8m0",
+        }
+    }
+
     /// Bytes one scale occupies in storage.
     pub fn size_in_bytes(&self) -> usize {
         match self {

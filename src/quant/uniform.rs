@@ -108,12 +108,7 @@ impl Quantizer for UniformQuantizer {
         if let Rounding::Stochastic { seed } = s.rounding {
             name.push_str(&format!("-sr{seed}"));
         }
-        match s.scale_dtype {
-            ScaleDType::F16 => {}
-            ScaleDType::F32 => name.push_str("-s32"),
-            ScaleDType::BF16 => name.push_str("-sbf16"),
-            ScaleDType::E8M0 => name.push_str("-se8m0"),
-        }
+        name.push_str(s.scale_dtype.name_suffix(ScaleDType::F16));
         name
     }
 
