@@ -10,6 +10,7 @@ const KERNELS: &[&str] = &[
     "src/kernels/cuda/quantize.cu",
     "src/kernels/cuda/qmatmul.cu",
     "src/kernels/cuda/cross_entropy.cu",
+    "src/kernels/cuda/quantize_scaled.cu",
 ];
 /// Headers the kernels include.
 const HEADERS: &[&str] = &["src/kernels/cuda/int4.cuh"];

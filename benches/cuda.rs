@@ -20,7 +20,8 @@ use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaSlice, CudaStream
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use quantlens::{
-    CudaQuantizedWeight, QuantSpec, Quantizer, UniformQuantizer, cross_entropy_per_sample_deferred,
+    CudaQuantizedWeight, FloatQuantizer, Nf4Quantizer, QuantSpec, Quantizer, UniformQuantizer,
+    cross_entropy_per_sample_deferred,
 };
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -178,6 +179,75 @@ fn main() -> Res<()> {
         let bytes = (N * N) as f64 * 2.5 + groups * (4.0 + zero_bytes);
         b.add(
             &format!("CudaQuantizedWeight::quantize int4 g128 {name} bf16 8192^2"),
+            us,
+            bytes,
+            Some(("copy of same bytes", bytes / copy_bw)),
+        );
+    }
+    // The same without the status read: `quantize_deferred` queues the kernel and returns;
+    // the status is checked by `finish` (not called here, as a caller quantizing many layers
+    // pays that round trip once for all of them). End to end: allocations, status memset,
+    // kernel.
+    for (name, spec, zero_bytes) in [
+        ("sym", QuantSpec::int4().per_group(GROUP), 0.0),
+        ("asym", QuantSpec::int4().per_group(GROUP).asymmetric(), 1.0),
+    ] {
+        let us = b.time(|_| {
+            // Dropped unfinished: the timing stops at the queued kernel.
+            drop(CudaQuantizedWeight::quantize_deferred(&w, &spec)?);
+            Ok(())
+        })?;
+        let bytes = (N * N) as f64 * 2.5 + groups * (4.0 + zero_bytes);
+        b.add(
+            &format!("CudaQuantizedWeight::quantize_deferred int4 g128 {name} bf16 8192^2"),
+            us,
+            bytes,
+            Some(("copy of same bytes", bytes / copy_bw)),
+        );
+    }
+    // Eight layers queued, then finished: one wait for all (per-layer time reported).
+    let us = b.time(|_| {
+        let pending = (0..8)
+            .map(|_| {
+                CudaQuantizedWeight::quantize_deferred(&w, &QuantSpec::int4().per_group(GROUP))
+            })
+            .collect::<quantlens::Result<Vec<_>>>()?;
+        for p in pending {
+            p.finish()?;
+        }
+        Ok(())
+    })? / 8.0;
+    let bytes = (N * N) as f64 * 2.5 + groups * 4.0;
+    b.add(
+        "  per layer: 8 x quantize_deferred, then 8 x finish (sym)",
+        us,
+        bytes,
+        Some(("copy of same bytes", bytes / copy_bw)),
+    );
+
+    // NF4 and FP8 quantize on the device (`quantize_scaled.cu`), into a host QuantizedTensor:
+    // absmax kernel, encode kernel, then the D2H of codes and scales (pageable memory), which
+    // the "copy" peer does not include.
+    let nf4 = Nf4Quantizer::new();
+    let nf4_dq = Nf4Quantizer::new().double_quant();
+    let fp8 = FloatQuantizer::fp8_e4m3();
+    let fp8_g128 = FloatQuantizer::fp8_e4m3().per_group(GROUP);
+    let mxfp4 = FloatQuantizer::mxfp4();
+    let scaled: [(&str, &dyn Quantizer, f64, f64); 5] = [
+        ("Nf4Quantizer g64 f32 scales", &nf4, 0.5, 64.0),
+        ("Nf4Quantizer g64 double-quant", &nf4_dq, 0.5, 64.0),
+        ("FloatQuantizer fp8 e4m3 per-channel", &fp8, 1.0, N as f64),
+        ("FloatQuantizer fp8 e4m3 g128", &fp8_g128, 1.0, GROUP as f64),
+        ("FloatQuantizer mxfp4 g32", &mxfp4, 0.5, 32.0),
+    ];
+    for (name, qz, code_bytes, group) in scaled {
+        let us = b.time(|_| {
+            qz.quantize(&w, None)?;
+            Ok(())
+        })?;
+        let bytes = (N * N) as f64 * (2.0 + code_bytes) + (N * N) as f64 / group * 4.0;
+        b.add(
+            &format!("{name} bf16 8192^2 (incl. D2H of codes)"),
             us,
             bytes,
             Some(("copy of same bytes", bytes / copy_bw)),

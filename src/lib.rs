@@ -167,5 +167,6 @@ pub use quant::{GptqQuantizer, GptqReport};
 /// with its fused matmul, and the fused per-sample cross-entropy.
 #[cfg(feature = "cuda")]
 pub use kernels::cuda::{
-    CudaQuantizedWeight, PendingLosses, cross_entropy_per_sample, cross_entropy_per_sample_deferred,
+    CudaQuantizedWeight, PendingLosses, PendingQuantize, cross_entropy_per_sample,
+    cross_entropy_per_sample_deferred,
 };

@@ -869,3 +869,414 @@ fn fused_cross_entropy_rejects_bad_input() {
         .to_string();
     assert_eq!(probe_err, cpu);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Absmax-scaled quantize on the device (slice 4): NF4, NormalFloat, FP8, FP4, MX.
+
+use quantlens::FloatFormat;
+use quantlens::quant::NormalFloatQuantizer;
+
+/// Every finite positive value of `f`, ascending, from its own decode table (the CPU tests
+/// check that table against an enumeration).
+fn positive_values(f: FloatFormat) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..1u16 << (f.bits() - 1))
+        .map(|c| f.decode(c as u8))
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
+    v.sort_by(f32::total_cmp);
+    v
+}
+
+/// Weights whose groups exercise every branch of the scale and encode arithmetic: all-zero
+/// (with −0), subnormal (1e-40), tiny (underflowing `absmax / max_finite`), NF4 ties (values on
+/// and beside the midpoints of the decoded levels at scale 1), float-format ties (absmax =
+/// max_finite so that the scale is 1, then exact midpoints of adjacent values: ties to even),
+/// and random groups with outliers.
+fn scaled_tricky_weights(rows: usize, cols: usize, group: usize, seed: u64) -> Tensor {
+    let mut v: Vec<f32> = weights(rows, cols, seed)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let groups = rows * cols / group;
+    // Values around the NF4 midpoints at scale 1 (exact f64 midpoint, its f32 rounding and
+    // both neighbours), and the exact midpoints of each float format.
+    let mut nf4_ties = vec![1.0f32];
+    for w in quantlens::NF4_LEVELS.windows(2) {
+        let m = ((w[0] as f64 + w[1] as f64) * 0.5) as f32;
+        nf4_ties.extend([m, m.next_up(), m.next_down()]);
+    }
+    let float_ties = |f: FloatFormat| -> Vec<f32> {
+        let vals = positive_values(f);
+        let mut t = vec![f.max_finite()];
+        for (k, w) in vals.windows(2).enumerate() {
+            let m = (w[0] + w[1]) * 0.5; // exact: adjacent values of a small format
+            t.push(if k % 2 == 0 { m } else { -m });
+        }
+        t
+    };
+    let patterns = [
+        nf4_ties,
+        float_ties(FloatFormat::E4M3),
+        float_ties(FloatFormat::E5M2),
+        float_ties(FloatFormat::E2M1),
+    ];
+    for g in 0..groups {
+        let s = &mut v[g * group..(g + 1) * group];
+        match g % 9 {
+            0 => s
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = if i % 3 == 0 { -0.0 } else { 0.0 }),
+            1 => s.iter_mut().for_each(|x| *x *= 1e-40),
+            2 => s.iter_mut().for_each(|x| *x *= 1e-43),
+            3..=6 => {
+                let p = &patterns[g % 9 - 3];
+                for (i, x) in s.iter_mut().enumerate() {
+                    *x = p[i % p.len()];
+                }
+            }
+            7 => s.fill(-0.75),
+            _ => {}
+        }
+    }
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
+
+/// The device result of `qz` on `w` (moved to the GPU as `dtype`) equals the CPU's: same
+/// packed codes, scales (in their dtype) and the whole `QuantizedTensor`.
+fn check_scaled(dev: &Device, qz: &dyn Quantizer, w: &Tensor, dtype: DType) {
+    let w = w.to_dtype(dtype).unwrap();
+    let what = format!("{} {dtype:?} {:?}", qz.name(), w.dims());
+    let cpu = qz.quantize(&w, None).unwrap();
+    poison(dev, w.elem_count() * 4);
+    let gpu = qz.quantize(&w.to_device(dev).unwrap(), None).unwrap();
+    if let Some(i) = (0..cpu.numel()).find(|&i| cpu.codes().get(i) != gpu.codes().get(i)) {
+        panic!(
+            "{what}: code {i} differs: cpu {:#x}, gpu {:#x} (weight {:e})",
+            cpu.codes().get(i),
+            gpu.codes().get(i),
+            w.flatten_all()
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[i]
+        );
+    }
+    assert_eq!(
+        gpu.codes().bytes(),
+        cpu.codes().bytes(),
+        "{what}: packed bytes"
+    );
+    assert_eq!(gpu.scales(), cpu.scales(), "{what}: scales");
+    assert_eq!(gpu, cpu, "{what}");
+}
+
+/// (rows, cols, granularity): ragged groups (7, 12, 165: the scalar absmax path, octets that
+/// straddle groups), a group of 40 (five octets: a partial warp), 32/64/128, per-channel
+/// 129 and 1000, a per-channel group of 5000 (one block per group), per-tensor, and groups
+/// of 70000 and 300000 (several blocks per group, maxima merged by atomicMax).
+const SCALED_CASES: &[(usize, usize, Granularity)] = &[
+    (3, 7, Granularity::PerChannel),
+    (3, 36, Granularity::PerGroup(12)),
+    (5, 33, Granularity::PerTensor),
+    (4, 80, Granularity::PerGroup(40)),
+    (5, 96, Granularity::PerGroup(32)),
+    (9, 192, Granularity::PerGroup(64)),
+    (19, 384, Granularity::PerGroup(128)),
+    (17, 129, Granularity::PerChannel),
+    (7, 1000, Granularity::PerChannel),
+    (2, 5000, Granularity::PerChannel),
+    (2, 70000, Granularity::PerChannel),
+    (300, 1000, Granularity::PerTensor),
+];
+
+/// The weights of a `SCALED_CASES` case: groups past 64 Ki elements (several blocks per
+/// group) are too few for the tricky patterns, so they get random weights with a −0 and a
+/// subnormal.
+fn scaled_case_weights(rows: usize, cols: usize, group: usize, seed: u64) -> Tensor {
+    if group <= 1 << 16 {
+        return scaled_tricky_weights(rows, cols, group, seed);
+    }
+    let mut v: Vec<f32> = weights(rows, cols, seed)
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    v[0] = -0.0;
+    v[1] = 1e-40;
+    Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn nf4_and_normal_float_quantize_match_the_cpu_bit_for_bit() {
+    let dev = gpu();
+    for (k, &(rows, cols, gran)) in SCALED_CASES.iter().enumerate() {
+        let group = gran.group_len(rows, cols).unwrap();
+        let w = scaled_case_weights(rows, cols, group, 900 + k as u64);
+        let mut quantizers: Vec<Box<dyn Quantizer>> = Vec::new();
+        for sd in [
+            ScaleDType::F32,
+            ScaleDType::F16,
+            ScaleDType::BF16,
+            ScaleDType::E8M0,
+        ] {
+            quantizers.push(Box::new(
+                Nf4Quantizer::new()
+                    .with_granularity(gran)
+                    .with_scale_dtype(sd),
+            ));
+        }
+        quantizers.push(Box::new(
+            Nf4Quantizer::new().with_granularity(gran).double_quant(),
+        ));
+        for bits_ in [2u8, 3, 4, 5, 8] {
+            quantizers.push(Box::new(
+                NormalFloatQuantizer::new(bits_)
+                    .unwrap()
+                    .with_granularity(gran)
+                    .with_scale_dtype(if bits_ == 3 {
+                        ScaleDType::BF16
+                    } else {
+                        ScaleDType::F32
+                    }),
+            ));
+        }
+        for qz in &quantizers {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                check_scaled(&dev, qz.as_ref(), &w, dtype);
+            }
+        }
+    }
+    // The default NF4 (blocks of 64) on a larger matrix: many groups per launch.
+    let w = scaled_tricky_weights(256, 1024, 64, 950);
+    check_scaled(&dev, &Nf4Quantizer::new(), &w, DType::BF16);
+    check_scaled(&dev, &Nf4Quantizer::new().double_quant(), &w, DType::F32);
+}
+
+#[test]
+fn float_formats_quantize_match_the_cpu_bit_for_bit() {
+    let dev = gpu();
+    for (k, &(rows, cols, gran)) in SCALED_CASES.iter().enumerate() {
+        let group = gran.group_len(rows, cols).unwrap();
+        let w = scaled_case_weights(rows, cols, group, 960 + k as u64);
+        let mut quantizers: Vec<FloatQuantizer> = Vec::new();
+        for f in [FloatFormat::E4M3, FloatFormat::E5M2, FloatFormat::E2M1] {
+            for sd in [
+                ScaleDType::F32,
+                ScaleDType::F16,
+                ScaleDType::BF16,
+                ScaleDType::E8M0,
+            ] {
+                quantizers.push(
+                    FloatQuantizer::new(f)
+                        .with_granularity(gran)
+                        .with_scale_dtype(sd),
+                );
+            }
+        }
+        // Microscaling: the block must divide the columns.
+        if cols % 32 == 0 {
+            for f in [FloatFormat::E4M3, FloatFormat::E5M2, FloatFormat::E2M1] {
+                quantizers.push(FloatQuantizer::mx(f));
+            }
+        }
+        for qz in &quantizers {
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                check_scaled(&dev, qz, &w, dtype);
+            }
+        }
+    }
+    let w = scaled_tricky_weights(128, 2048, 128, 990);
+    for qz in [
+        FloatQuantizer::fp8_e4m3(),
+        FloatQuantizer::fp8_e4m3().per_group(128),
+        FloatQuantizer::mxfp8(),
+        FloatQuantizer::mxfp4(),
+        FloatQuantizer::fp4_e2m1(),
+    ] {
+        check_scaled(&dev, &qz, &w, DType::BF16);
+    }
+    // A view that does not start on a 16-byte boundary (the scalar load path).
+    let flat = scaled_tricky_weights(1, 1 + 4 * 256, 1 + 4 * 256, 991)
+        .flatten_all()
+        .unwrap();
+    let view = flat
+        .narrow(0, 1, 4 * 256)
+        .unwrap()
+        .reshape((4, 256))
+        .unwrap();
+    let on_dev = flat
+        .to_device(&dev)
+        .unwrap()
+        .narrow(0, 1, 4 * 256)
+        .unwrap()
+        .reshape((4, 256))
+        .unwrap();
+    for qz in [
+        Box::new(FloatQuantizer::fp8_e4m3().per_group(64)) as Box<dyn Quantizer>,
+        Box::new(Nf4Quantizer::new()),
+    ] {
+        let cpu = qz.quantize(&view, None).unwrap();
+        assert_eq!(
+            qz.quantize(&on_dev, None).unwrap(),
+            cpu,
+            "{} unaligned view",
+            qz.name()
+        );
+    }
+}
+
+#[test]
+fn scaled_quantize_rejects_bad_input_like_the_cpu() {
+    let dev = gpu();
+    let mut v: Vec<f32> = weights(4, 64, 19).flatten_all().unwrap().to_vec1().unwrap();
+    v[77] = f32::NAN;
+    v[120] = f32::NEG_INFINITY;
+    let bad = Tensor::from_vec(v, (4, 64), &Device::Cpu).unwrap();
+    let huge = (weights(2, 64, 20) * 1e9).unwrap();
+    let quantizers: Vec<Box<dyn Quantizer>> = vec![
+        Box::new(Nf4Quantizer::new()),
+        Box::new(Nf4Quantizer::new().double_quant()),
+        Box::new(Nf4Quantizer::new().with_scale_dtype(ScaleDType::F16)),
+        Box::new(NormalFloatQuantizer::new(3).unwrap()),
+        Box::new(FloatQuantizer::fp8_e4m3()),
+        Box::new(FloatQuantizer::fp8_e4m3().with_scale_dtype(ScaleDType::F16)),
+        Box::new(FloatQuantizer::fp4_e2m1()),
+        Box::new(FloatQuantizer::mxfp4()),
+    ];
+    for qz in &quantizers {
+        for (case, w) in [("non-finite", &bad), ("huge", &huge)] {
+            for dtype in [DType::F32, DType::BF16] {
+                let w = w.to_dtype(dtype).unwrap();
+                let cpu = qz.quantize(&w, None);
+                let gpu = qz.quantize(&w.to_device(&dev).unwrap(), None);
+                match (cpu, gpu) {
+                    (Err(c), Err(g)) => {
+                        assert_eq!(
+                            g.to_string(),
+                            c.to_string(),
+                            "{} {case} {dtype:?}",
+                            qz.name()
+                        );
+                        if case == "non-finite" {
+                            assert!(
+                                matches!(
+                                    c,
+                                    Error::NonFinite {
+                                        first_index: 77,
+                                        ..
+                                    }
+                                ),
+                                "{c}"
+                            );
+                        } else {
+                            assert!(matches!(c, Error::ScaleOutOfRange { .. }), "{c}");
+                        }
+                    }
+                    // f32 scales hold 1e9 (and bf16 weights keep it finite): both succeed.
+                    (Ok(c), Ok(g)) => {
+                        assert_eq!(case, "huge", "{}", qz.name());
+                        assert_eq!(g, c, "{} {case} {dtype:?}", qz.name());
+                    }
+                    (c, g) => panic!("{} {case} {dtype:?}: cpu {c:?} vs gpu {g:?}", qz.name()),
+                }
+            }
+        }
+    }
+    // Shape errors are checked before any kernel runs, with the CPU's words.
+    let w48 = Tensor::ones((2, 48), DType::F32, &dev).unwrap();
+    assert!(matches!(
+        FloatQuantizer::mxfp4().quantize(&w48, None),
+        Err(Error::GroupSizeMismatch {
+            group_size: 32,
+            in_features: 48
+        })
+    ));
+    let w3 = Tensor::ones((2, 2, 48), DType::F32, &dev).unwrap();
+    assert!(matches!(
+        Nf4Quantizer::new().quantize(&w3, None),
+        Err(Error::RankMismatch { .. })
+    ));
+    let wu8 = Tensor::ones((2, 64), DType::U8, &dev).unwrap();
+    assert!(matches!(
+        FloatQuantizer::fp8_e4m3().quantize(&wu8, None),
+        Err(Error::UnsupportedDType { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deferred status read of the device-resident int4 quantize (slice 4).
+
+#[test]
+fn resident_quantize_deferred_reports_faults_at_finish() {
+    let dev = gpu();
+    let spec = QuantSpec::int4().per_group(32);
+    let mut v: Vec<f32> = weights(4, 64, 29).flatten_all().unwrap().to_vec1().unwrap();
+    v[77] = f32::NAN;
+    let bad = Tensor::from_vec(v, (4, 64), &Device::Cpu).unwrap();
+    let good = tricky_weights(8, 256, 32, 30);
+    let huge = (weights(2, 64, 31) * 1e6).unwrap();
+    let cpu_err = |w: &Tensor, spec: QuantSpec| {
+        UniformQuantizer::new(spec)
+            .unwrap()
+            .quantize(w, None)
+            .unwrap_err()
+            .to_string()
+    };
+    let f16_spec = spec.with_scale_dtype(ScaleDType::F16);
+    // Queue all three before reading any status back: nothing fails at queue time.
+    let p_bad = CudaQuantizedWeight::quantize_deferred(&bad.to_device(&dev).unwrap(), &spec)
+        .expect("a fault in the values is reported by finish, not at queue time");
+    let p_good =
+        CudaQuantizedWeight::quantize_deferred(&good.to_device(&dev).unwrap(), &spec).unwrap();
+    let p_huge =
+        CudaQuantizedWeight::quantize_deferred(&huge.to_device(&dev).unwrap(), &f16_spec).unwrap();
+    // Finished out of order: each reports its own fault, the CPU's error exactly.
+    let w = p_good.finish().unwrap();
+    let cpu = UniformQuantizer::new(spec)
+        .unwrap()
+        .quantize(&good, None)
+        .unwrap();
+    assert_eq!(w.to_host().unwrap(), cpu);
+    let e = p_huge.finish().unwrap_err();
+    assert!(matches!(e, Error::ScaleOutOfRange { .. }), "{e}");
+    assert_eq!(e.to_string(), cpu_err(&huge, f16_spec));
+    let e = p_bad.finish().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                first_index: 77,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), cpu_err(&bad, spec));
+    // The synchronous entry point still reports at once.
+    assert_eq!(
+        CudaQuantizedWeight::quantize(&bad.to_device(&dev).unwrap(), &spec)
+            .unwrap_err()
+            .to_string(),
+        cpu_err(&bad, spec)
+    );
+    // Spec and shape errors need no device result: they come from quantize_deferred itself.
+    let w = good.to_device(&dev).unwrap();
+    assert!(matches!(
+        CudaQuantizedWeight::quantize_deferred(&w, &QuantSpec::int8().per_group(32)),
+        Err(Error::Unsupported(_))
+    ));
+    assert!(matches!(
+        CudaQuantizedWeight::quantize_deferred(&good, &spec),
+        Err(Error::UnsupportedDevice { .. })
+    ));
+    // A dropped pending quantization leaves nothing behind that a later call could see.
+    drop(CudaQuantizedWeight::quantize_deferred(&bad.to_device(&dev).unwrap(), &spec).unwrap());
+    let again = CudaQuantizedWeight::quantize_deferred(&w, &spec)
+        .unwrap()
+        .finish()
+        .unwrap();
+    assert_eq!(again.to_host().unwrap(), cpu);
+}

@@ -47,6 +47,77 @@ pub(crate) enum Fault {
     ScaleOverflow { group: usize },
 }
 
+/// One codebook quantization of a whole tensor (NF4, NormalFloat), as a kernel sees it: each
+/// group's codes are the nearest levels of `scale · table`.
+// Read only by device kernels; a CPU-only build passes the job through unread.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TableJob<'a> {
+    /// The levels, ascending, `2^bits` of them.
+    pub table: &'a [f32],
+    pub bits: u8,
+    /// Consecutive row-major elements that share a scale.
+    pub group_len: usize,
+    /// The code of every element of a group whose scale is 0 (the level nearest to 0).
+    pub zero_code: u8,
+    pub scaling: TableScaling<'a>,
+}
+
+/// Where a codebook job's scales come from.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TableScaling<'a> {
+    /// Each group's absmax rounded up to the dtype (`store_scale_up`).
+    Absmax(ScaleDType),
+    /// Given, one per group (NF4 double quantization: the decoded second-level scales).
+    Given(&'a [f32]),
+}
+
+/// What a codebook quantization returns: packed codes and one f32 scale per group.
+pub(crate) struct TableParts {
+    pub codes: PackedCodes,
+    pub scales: Vec<f32>,
+}
+
+/// Codebook-quantize `weight` (already validated: rank 2, non-empty, float dtype) on its
+/// device. `host` is the CPU path; it runs for CPU tensors, for jobs without a device kernel,
+/// and, on a CPU copy, when a device kernel reports a fault, so the error is the CPU's exactly.
+pub(crate) fn quantize_table(
+    weight: &Tensor,
+    job: &TableJob,
+    host: impl FnOnce(&Tensor) -> Result<TableParts>,
+) -> Result<TableParts> {
+    #[cfg(feature = "cuda")]
+    if weight.device().is_cuda() {
+        return match cuda::quantize_table(weight, job)? {
+            Some(parts) => Ok(parts),
+            None => host(&weight.to_device(&Device::Cpu)?),
+        };
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = job;
+    host(weight)
+}
+
+/// Each group's max |w| on the weight's device (a non-finite weight is the CPU's error, from
+/// `host` on a CPU copy), as [`quantize_table`] dispatches.
+pub(crate) fn group_absmax(
+    weight: &Tensor,
+    group_len: usize,
+    host: impl FnOnce(&Tensor) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    #[cfg(feature = "cuda")]
+    if weight.device().is_cuda() {
+        return match cuda::group_absmax(weight, group_len)? {
+            Some(absmax) => Ok(absmax),
+            None => host(&weight.to_device(&Device::Cpu)?),
+        };
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = group_len;
+    host(weight)
+}
+
 /// Quantize `weight` (already validated: rank 2, non-empty, float dtype) on its device.
 pub(crate) fn quantize_uniform(weight: &Tensor, job: &UniformJob) -> Result<QuantizedTensor> {
     let parts = match weight.device() {

@@ -102,12 +102,24 @@ impl GroupScale {
 
 /// Quantize `weight` (already validated: rank 2, non-empty, float dtype) on its device.
 pub(crate) fn quantize_scaled(weight: &Tensor, job: &ScaledJob) -> Result<QuantizedTensor> {
-    let (codes, scales) = match weight.device() {
-        Device::Cpu => super::host::with_host_slice(weight, job.what, |src| {
+    // The CPU path: packed codes and stored scales.
+    let host = |w: &Tensor| -> Result<(Vec<u8>, Vec<f32>)> {
+        super::host::with_host_slice(w, job.what, |src| {
             let absmax = cpu::scaled::group_absmax(&src, job.group_len);
             let scales = group_scales(&src, &absmax, job)?;
-            Ok((cpu::scaled::encode(&src, job, &scales), scales))
-        })?,
+            let stored = scales.iter().map(|s| s.scale).collect();
+            Ok((cpu::scaled::encode(&src, job, &scales), stored))
+        })
+    };
+    let (codes, stored) = match weight.device() {
+        Device::Cpu => host(weight)?,
+        // Jobs without a device kernel (fixed scales) run on the host; so do faults, so the
+        // error names the first bad element or group exactly as on the CPU.
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => match super::cuda::quantize_float(weight, job)? {
+            Some(parts) => parts,
+            None => host(&weight.to_device(&Device::Cpu)?)?,
+        },
         other => {
             return Err(Error::UnsupportedDevice {
                 op: "quantize",
@@ -117,7 +129,6 @@ pub(crate) fn quantize_scaled(weight: &Tensor, job: &ScaledJob) -> Result<Quanti
         }
     };
     let bits = job.format.code_bits();
-    let stored: Vec<f32> = scales.iter().map(|s| s.scale).collect();
     let scales = match job.scaling {
         Scaling::Absmax(dtype) => Scales::from_f32(stored, dtype),
         Scaling::Ocp => Scales::from_f32(stored, ScaleDType::E8M0),

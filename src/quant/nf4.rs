@@ -4,6 +4,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::kernels::cpu::table::{GroupCodes, absmax, encode_groups};
+use crate::kernels::{self, TableJob, TableParts, TableScaling};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
 use crate::quant::grid::store_scale_up;
@@ -128,23 +129,43 @@ fn encode_block(scale: f32, table: &[f32], zero_code: u8, x: &[f32], codes: &mut
 
 /// Absmax-scaled codebook encoding, the shared core of NF4 and NormalFloat: each group's scale
 /// is its absmax rounded up to `dtype` (so every weight lies inside its grid), and its codes
-/// are the nearest levels of `table` against that stored scale.
+/// are the nearest levels of `table` (`2^bits` of them) against that stored scale. Runs on
+/// the weight's device (the closure is the CPU path, see [`kernels::quantize_table`]).
 pub(crate) fn encode_absmax_blocks(
     weight: &Tensor,
     group_len: usize,
     table: &[f32],
+    bits: u8,
     dtype: ScaleDType,
-) -> Result<GroupCodes> {
+) -> Result<TableParts> {
     let zero_code = zero_level(table);
-    encode_groups(weight, group_len, |g, x, codes| {
-        let absmax = absmax(x);
-        let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-            group: g,
-            scale: absmax,
-            dtype,
+    let job = TableJob {
+        table,
+        bits,
+        group_len,
+        zero_code,
+        scaling: TableScaling::Absmax(dtype),
+    };
+    kernels::quantize_table(weight, &job, |weight| {
+        let encoded = encode_groups(weight, group_len, |g, x, codes| {
+            let absmax = absmax(x);
+            let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+                group: g,
+                scale: absmax,
+                dtype,
+            })?;
+            encode_block(scale, table, zero_code, x, codes);
+            Ok(scale)
         })?;
-        encode_block(scale, table, zero_code, x, codes);
-        Ok(scale)
+        packed(encoded, bits)
+    })
+}
+
+/// The CPU kernel's one-byte codes packed, with their scales.
+fn packed(encoded: GroupCodes, bits: u8) -> Result<TableParts> {
+    Ok(TableParts {
+        codes: PackedCodes::pack_trusted(&encoded.codes, bits)?,
+        scales: encoded.scales,
     })
 }
 
@@ -193,18 +214,32 @@ impl Quantizer for Nf4Quantizer {
         let (rows, cols) = check_weight_matrix(weight)?;
         let group_len = self.granularity.group_len(rows, cols)?;
         let (encoded, stored) = if self.double_quant {
-            // All block scales are needed before any is final: two passes.
-            let raw = encode_groups(weight, group_len, |_, x, _| Ok(absmax(x)))?.scales;
+            // All block scales are needed before any is final: two passes (on the weight's
+            // device; the second-level quantization of the scales runs on the host).
+            let raw = kernels::group_absmax(weight, group_len, |weight| {
+                Ok(encode_groups(weight, group_len, |_, x, _| Ok(absmax(x)))?.scales)
+            })?;
             let stored = Scales::Double(double_quantize(&raw)?);
             let scales = stored.to_f32_vec();
             let zero_code = zero_level(&NF4_LEVELS);
-            let encoded = encode_groups(weight, group_len, |g, x, codes| {
-                encode_block(scales[g], &NF4_LEVELS, zero_code, x, codes);
-                Ok(scales[g])
+            let job = TableJob {
+                table: &NF4_LEVELS,
+                bits: 4,
+                group_len,
+                zero_code,
+                scaling: TableScaling::Given(&scales),
+            };
+            let encoded = kernels::quantize_table(weight, &job, |weight| {
+                let encoded = encode_groups(weight, group_len, |g, x, codes| {
+                    encode_block(scales[g], &NF4_LEVELS, zero_code, x, codes);
+                    Ok(scales[g])
+                })?;
+                packed(encoded, 4)
             })?;
             (encoded, stored)
         } else {
-            let encoded = encode_absmax_blocks(weight, group_len, &NF4_LEVELS, self.scale_dtype)?;
+            let encoded =
+                encode_absmax_blocks(weight, group_len, &NF4_LEVELS, 4, self.scale_dtype)?;
             let stored = Scales::from_f32(encoded.scales.clone(), self.scale_dtype);
             (encoded, stored)
         };
@@ -213,7 +248,7 @@ impl Quantizer for Nf4Quantizer {
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: 4 },
             group_len,
-            codes: PackedCodes::pack_trusted(&encoded.codes, 4)?,
+            codes: encoded.codes,
             scales: stored,
             zeros: None,
             offsets: None,

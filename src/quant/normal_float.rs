@@ -15,7 +15,6 @@ use crate::mis::normal_quantile;
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage};
 use crate::quant::nf4::encode_absmax_blocks;
-use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
 use crate::quant::spec::{Granularity, ScaleDType};
@@ -138,13 +137,14 @@ impl Quantizer for NormalFloatQuantizer {
     fn quantize(&self, weight: &Tensor, _calib: Option<&Calibration>) -> Result<QuantizedTensor> {
         let (rows, cols) = check_weight_matrix(weight)?;
         let group_len = self.granularity.group_len(rows, cols)?;
-        let encoded = encode_absmax_blocks(weight, group_len, &self.levels, self.scale_dtype)?;
+        let encoded =
+            encode_absmax_blocks(weight, group_len, &self.levels, self.bits, self.scale_dtype)?;
         QuantizedTensor::assemble(QuantizedParts {
             shape: vec![rows, cols],
             dtype: weight.dtype(),
             format: QuantFormat::Codebook { bits: self.bits },
             group_len,
-            codes: PackedCodes::pack_trusted(&encoded.codes, self.bits)?,
+            codes: encoded.codes,
             scales: Scales::from_f32(encoded.scales, self.scale_dtype),
             zeros: None,
             offsets: None,

@@ -11,6 +11,7 @@ mod dequantize;
 mod qmatmul;
 mod quantize;
 mod quantize_resident;
+mod quantize_scaled;
 mod weight;
 
 pub(crate) use cross_entropy::cross_entropy_rows;
@@ -19,6 +20,8 @@ pub use cross_entropy::{
 };
 pub(crate) use dequantize::dequantize;
 pub(crate) use quantize::quantize_uniform;
+pub use quantize_resident::PendingQuantize;
+pub(crate) use quantize_scaled::{group_absmax, quantize_float, quantize_table};
 pub use weight::CudaQuantizedWeight;
 
 use candle_core::{CudaStorage, Storage};

@@ -1,6 +1,7 @@
 //! Quantize a weight on a CUDA device straight into a [`CudaQuantizedWeight`]
 //! (`ql_quantize_u4_*` in `quantize.cu`): group statistics, parameters and codes in one
-//! kernel, so nothing but a 4-byte status word comes back to the host.
+//! kernel, so nothing but a 4-byte status word comes back to the host, and only when the
+//! caller asks ([`PendingQuantize::finish`]).
 //!
 //! Scales, zero points and codes are those of the CPU path (`UniformQuantizer`) bit for bit:
 //! the kernel follows `UniformParams::from_range` and `encode_nearest` (src/quant/grid.rs)
@@ -8,7 +9,9 @@
 //! hold) the weight goes through the CPU path once more, so the error names the first bad
 //! element or group exactly as there.
 
-use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
@@ -24,8 +27,16 @@ const MODULE: &str = "quantlens_quantize";
 /// Threads per block (`__launch_bounds__(256)` of `ql_quantize_u4_*`).
 const BLOCK: usize = 256;
 
-/// See [`CudaQuantizedWeight::quantize`].
+/// See [`CudaQuantizedWeight::quantize`]: the deferred quantization, checked at once.
 pub(crate) fn quantize_resident(weight: &Tensor, spec: &QuantSpec) -> Result<CudaQuantizedWeight> {
+    quantize_resident_deferred(weight, spec)?.finish()
+}
+
+/// See [`CudaQuantizedWeight::quantize_deferred`].
+pub(crate) fn quantize_resident_deferred(
+    weight: &Tensor,
+    spec: &QuantSpec,
+) -> Result<PendingQuantize> {
     let Device::Cuda(dev) = weight.device() else {
         return Err(Error::UnsupportedDevice {
             op: "CudaQuantizedWeight::quantize",
@@ -91,6 +102,8 @@ pub(crate) fn quantize_resident(weight: &Tensor, spec: &QuantSpec) -> Result<Cud
         symmetric: spec.symmetric,
         scale_dtype,
     };
+    // The kernel is only queued: `w` (if a copy) is freed stream-ordered after it, and the
+    // status word stays on the device until `finish`.
     let (codes, scales, zeros, status) = match w.dtype() {
         DType::F32 => launch.go::<f32>(&w, "f32")?,
         DType::F16 => launch.go::<half::f16>(&w, "f16")?,
@@ -102,26 +115,69 @@ pub(crate) fn quantize_resident(weight: &Tensor, spec: &QuantSpec) -> Result<Cud
             });
         }
     };
-    if status != 0 {
-        // Let the CPU path name the fault (first non-finite element, overflowing group).
-        let host = weight.to_device(&Device::Cpu)?;
-        UniformQuantizer::new(*spec)?.quantize(&host, None)?;
-        return Err(Error::Unsupported(format!(
-            "CudaQuantizedWeight::quantize: the device reported fault {status:#x} where the \
-             CPU path does not"
-        )));
-    }
-    Ok(CudaQuantizedWeight {
-        codes,
-        scales,
-        zeros,
-        zero: if spec.symmetric { 8 } else { 0 },
-        rows,
-        cols,
-        group_len,
-        dtype: weight.dtype(),
-        scale_dtype: spec.scale_dtype,
+    Ok(PendingQuantize {
+        weight: CudaQuantizedWeight {
+            codes,
+            scales,
+            zeros,
+            zero: if spec.symmetric { 8 } else { 0 },
+            rows,
+            cols,
+            group_len,
+            dtype: weight.dtype(),
+            scale_dtype: spec.scale_dtype,
+        },
+        source: weight.clone(),
+        spec: *spec,
+        status,
     })
+}
+
+/// A device-side quantization ([`CudaQuantizedWeight::quantize_deferred`]) whose fault check
+/// has not been read back yet: the kernel is queued on the device's stream, and the weight is
+/// handed out only by [`finish`](Self::finish), which reads the kernel's status word. So a
+/// fault can never be ignored, while quantizing many weights costs one host round trip for
+/// all of them instead of one each (queue them all, then finish them in order: the first
+/// `finish` waits for the device, the others find their kernels done).
+///
+/// Holds the source weight (a reference-counted handle, not a copy) until `finish`, to
+/// re-run the CPU path on a fault. Dropping it without `finish` discards the quantization.
+#[derive(Debug)]
+#[must_use = "the quantized weight is only reachable through `finish`"]
+pub struct PendingQuantize {
+    weight: CudaQuantizedWeight,
+    source: Tensor,
+    spec: QuantSpec,
+    status: CudaSlice<u32>,
+}
+
+impl PendingQuantize {
+    /// Wait for the kernel and return the quantized weight.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel reported a fault, the error of the CPU path
+    /// ([`UniformQuantizer`] with the same spec on a host copy of the weight), exactly: the
+    /// first non-finite element ([`Error::NonFinite`]) or the first group whose scale the scale
+    /// dtype cannot hold ([`Error::ScaleOutOfRange`]). A device error from the read-back.
+    pub fn finish(self) -> Result<CudaQuantizedWeight> {
+        let Device::Cuda(dev) = self.source.device() else {
+            return Err(Error::Unsupported(
+                "a pending CUDA quantization whose weight is not on a CUDA device".into(),
+            ));
+        };
+        let status = dev.clone_dtoh(&self.status)?.first().copied().unwrap_or(0);
+        if status != 0 {
+            // Let the CPU path name the fault (first non-finite element, overflowing group).
+            let host = self.source.to_device(&Device::Cpu)?;
+            UniformQuantizer::new(self.spec)?.quantize(&host, None)?;
+            return Err(Error::Unsupported(format!(
+                "CudaQuantizedWeight::quantize: the device reported fault {status:#x} where \
+                 the CPU path does not"
+            )));
+        }
+        Ok(self.weight)
+    }
 }
 
 /// One kernel launch: the problem without the weight's element type.
@@ -133,8 +189,8 @@ struct Launch<'a> {
     scale_dtype: u32,
 }
 
-/// Codes, scales, zero points (asymmetric) and the kernel's status word.
-type Outputs = (Tensor, Tensor, Option<Tensor>, u32);
+/// Codes, scales, zero points (asymmetric) and the kernel's status word (still on the device).
+type Outputs = (Tensor, Tensor, Option<Tensor>, CudaSlice<u32>);
 
 fn wrap<T: CudaDType>(
     dev: &CudaDevice,
@@ -196,7 +252,6 @@ impl Launch<'_> {
         // caller), writes words g·octets .. (g+1)·octets of `codes` (n/2 bytes, 256-byte
         // aligned), scales[g] and, asymmetric, zeros[g]; segments past `groups` return.
         unsafe { b.launch(cfg) }.w()?;
-        let status = dev.clone_dtoh(&status)?.first().copied().unwrap_or(0);
         drop(storage);
         let zeros = (!self.symmetric).then(|| wrap(dev, zeros, self.groups));
         Ok((
