@@ -8,8 +8,9 @@
 
 use std::sync::Mutex;
 
+use super::launch_1d;
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
@@ -66,11 +67,7 @@ impl RowsOp {
             DType::BF16 => "bf16",
             other => candle_core::bail!("quantlens-cross-entropy: logits dtype {other:?}"),
         };
-        let cfg = LaunchConfig {
-            grid_dim: (rows as u32, 1, 1),
-            block_dim: (THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(rows as u32, THREADS);
         let (name, func) = match targets.dtype() {
             DType::U32 => {
                 let name = format!("ql_cross_entropy_{suffix}_u32");

@@ -5,15 +5,14 @@
 //! points, affine offsets, unit-level tables), so both backends evaluate the same expression on
 //! the same inputs.
 
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{
     CpuStorage, CudaDevice, CudaStorage, CustomOp1, DType, Device, Layout, Shape, Tensor,
 };
 
 use super::cuda_storage;
+use super::launch_1d;
 use super::weight::CudaQuantizedWeight;
 use crate::error::{Error, Result};
 use crate::kernels::Domain;
@@ -192,11 +191,7 @@ impl DecodeOp {
         let func = dev.get_or_load_custom_func(kernel, MODULE, PTX)?;
         // One thread per octet of eight codes.
         let blocks = n.div_ceil(8).div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS) as u32;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(blocks, BLOCK);
         let mut b = func.builder();
         b.arg(&codes)
             .arg(&scales)
@@ -278,11 +273,7 @@ fn launch_u4<T: CudaDType + DeviceRepr + candle_core::WithDType>(
     // SAFETY: the kernel writes all n = 8·words elements.
     let mut out = unsafe { dev.alloc::<T>(n) }?;
     let func = dev.get_or_load_custom_func(u4_kernel(T::DTYPE)?, MODULE, PTX)?;
-    let cfg = LaunchConfig {
-        grid_dim: (words.div_ceil(BLOCK * WORDS_PER_THREAD).max(1), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = launch_1d(words.div_ceil(BLOCK * WORDS_PER_THREAD).max(1), BLOCK);
     let null = 0u64;
     let mut b = func.builder();
     b.arg(codes).arg(scales);

@@ -24,6 +24,7 @@ pub use quantize_resident::PendingQuantize;
 pub(crate) use quantize_scaled::{group_absmax, quantize_float, quantize_table};
 pub use weight::CudaQuantizedWeight;
 
+use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::{CudaStorage, Storage};
 
 /// The CUDA storage behind a tensor's storage guard; an error for any other backend.
@@ -31,5 +32,14 @@ pub(crate) fn cuda_storage(s: &Storage) -> candle_core::Result<&CudaStorage> {
     match s {
         Storage::Cuda(cs) => Ok(cs),
         _ => candle_core::bail!("quantlens: expected a tensor on a CUDA device"),
+    }
+}
+
+/// A one-dimensional launch: `blocks` blocks of `threads` threads, no dynamic shared memory.
+pub(crate) fn launch_1d(blocks: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
     }
 }

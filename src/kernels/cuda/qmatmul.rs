@@ -14,6 +14,7 @@ use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Tensor};
 
 use super::cuda_storage;
+use super::launch_1d;
 use super::weight::CudaQuantizedWeight;
 use crate::error::{Error, Result};
 
@@ -118,11 +119,7 @@ impl QMatmul<'_> {
             };
             if !tiled {
                 let name = format!("ql_gemv_u4_{suffix}_m{rows}");
-                let cfg = LaunchConfig {
-                    grid_dim: (n.div_ceil(gemv_rows_per_block(rows, T::DTYPE)) as u32, 1, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let cfg = launch_1d(n.div_ceil(gemv_rows_per_block(rows, T::DTYPE)) as u32, 256);
                 let func = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
                 let mut b = func.builder();
                 b.arg(&xs).arg(codes).arg(scales);
@@ -190,11 +187,7 @@ impl QMatmul<'_> {
                     MODULE,
                     PTX,
                 )?;
-                let cfg = LaunchConfig {
-                    grid_dim: (mn.div_ceil(256), 1, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let cfg = launch_1d(mn.div_ceil(256), 256);
                 let splits = splits as u32;
                 let mut b = func.builder();
                 b.arg(p).arg(&splits).arg(&mn).arg(&mut ys);

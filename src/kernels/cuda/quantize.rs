@@ -5,6 +5,7 @@
 //! points and codes are the CPU's bit for bit. Jobs without a device kernel yet (sign,
 //! stochastic rounding) return `None` and run on the host.
 
+use super::launch_1d;
 use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Storage, Tensor};
@@ -75,11 +76,7 @@ struct Run<'a> {
 }
 
 fn grid(blocks: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (blocks.clamp(1, MAX_BLOCKS) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    launch_1d(blocks.clamp(1, MAX_BLOCKS) as u32, BLOCK)
 }
 
 impl Run<'_> {
@@ -114,11 +111,7 @@ impl Run<'_> {
                 .arg(&mut mx)
                 .arg(&mut finite);
             let per_block = (BLOCK / 32) as usize;
-            LaunchConfig {
-                grid_dim: (u32_grid(groups.div_ceil(per_block))?, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            }
+            launch_1d(u32_grid(groups.div_ceil(per_block))?, BLOCK)
         } else {
             f = dev.get_or_load_custom_func(&format!("ql_group_minmax_{suffix}"), MODULE, PTX)?;
             b = f.builder();
@@ -127,11 +120,7 @@ impl Run<'_> {
                 .arg(&mut mn)
                 .arg(&mut mx)
                 .arg(&mut finite);
-            LaunchConfig {
-                grid_dim: (u32_grid(groups)?, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            }
+            launch_1d(u32_grid(groups)?, BLOCK)
         };
         // SAFETY: argument types and order match `ql_group_minmax[_warp]_*`; group g reads
         // elements g·group_len .. (g+1)·group_len <= n and writes index g < groups of each

@@ -9,13 +9,12 @@
 //! hold) the weight goes through the CPU path once more, so the error names the first bad
 //! element or group exactly as there.
 
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
-};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, PushKernelArg};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
 
+use super::launch_1d;
 use super::weight::{CHUNK, CudaQuantizedWeight};
 use crate::error::{Error, Result};
 use crate::quant::uniform::check_weight_matrix;
@@ -242,11 +241,7 @@ impl Launch<'_> {
             .arg(&mut scales)
             .arg(&mut zeros)
             .arg(&mut status);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(blocks, BLOCK as u32);
         // SAFETY: argument types and order match `ql_quantize_u4_*`; segment g reads
         // elements g·group_len .. (g+1)·group_len ≤ n of x (16-byte aligned, checked by the
         // caller), writes words g·octets .. (g+1)·octets of `codes` (n/2 bytes, 256-byte

@@ -18,6 +18,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Storage, Tensor};
 
+use super::launch_1d;
 use crate::error::Result;
 use crate::kernels::scaled::{ScaledJob, Scaling};
 use crate::kernels::{TableJob, TableParts, TableScaling};
@@ -334,11 +335,7 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
             .arg(&mut scales)
             .arg(&mut zero)
             .arg(&mut status);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_warp_*`; warp g < groups
         // reads elements g·group_len .. (g+1)·group_len ≤ n and writes index g of `scales`
         // and `zero`; warps past `groups` return.
@@ -381,11 +378,7 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
             .arg(&mut scales)
             .arg(&mut zero)
             .arg(&mut status);
-        let cfg = LaunchConfig {
-            grid_dim: (finish_blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(finish_blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_finish`; thread g < groups
         // reads index g of `bits` and `bad` and writes index g of `scales` and `zero`.
         unsafe { b.launch(cfg) }.w()?;
@@ -405,11 +398,7 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
             .arg(&mut scales)
             .arg(&mut zero)
             .arg(&mut status);
-        let cfg = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = launch_1d(blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_block_*`; block g reads
         // elements g·group_len .. (g+1)·group_len ≤ n and writes index g of each output.
         unsafe { b.launch(cfg) }.w()?;
@@ -424,11 +413,7 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
 /// One thread per octet of eight codes, grid-stride beyond `MAX_BLOCKS` blocks.
 fn encode_grid(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(8).div_ceil(BLOCK as usize).clamp(1, MAX_BLOCKS);
-    LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+    launch_1d(blocks as u32, BLOCK)
 }
 
 /// Read the status word back (this waits for the kernels): true when no fault was reported.
