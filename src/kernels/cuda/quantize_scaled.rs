@@ -317,7 +317,8 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
     let group_len = src.group_len as u64;
     let (rule_id, dtype, max_finite, emax) = (rule.id, rule.dtype, rule.max_finite, rule.emax);
     if src.group_len <= WARP_GROUP_MAX {
-        let per_block = (BLOCK / 32) as usize;
+        let seg = warp_segment(src.group_len);
+        let per_block = (BLOCK / 32 * (32 / seg)) as usize;
         let Ok(blocks) = u32::try_from(groups.div_ceil(per_block)) else {
             return Ok(None);
         };
@@ -328,6 +329,7 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         b.arg(x)
             .arg(&group_len)
             .arg(&groups_u64)
+            .arg(&seg)
             .arg(&rule_id)
             .arg(&dtype)
             .arg(&max_finite)
@@ -336,9 +338,9 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
             .arg(&mut zero)
             .arg(&mut status);
         let cfg = launch_1d(blocks, BLOCK);
-        // SAFETY: argument types and order match `ql_scaled_absmax_warp_*`; warp g < groups
-        // reads elements g·group_len .. (g+1)·group_len ≤ n and writes index g of `scales`
-        // and `zero`; warps past `groups` return.
+        // SAFETY: argument types and order match `ql_scaled_absmax_warp_*`; the `seg` lanes
+        // of group g < groups read elements g·group_len .. (g+1)·group_len ≤ n and one of
+        // them writes index g of `scales` and `zero`; lanes past `groups` read nothing.
         unsafe { b.launch(cfg) }.w()?;
     } else if src.group_len > BLOCK_GROUP_MAX {
         // Several blocks per group fold their maxima into `bits` (atomicMax), then one thread
@@ -408,6 +410,17 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         zero,
         status,
     }))
+}
+
+/// Lanes per group of `ql_scaled_absmax_warp_*`: one per octet (or per element when the
+/// group is not whole octets), rounded up to a power of two, at most a warp.
+fn warp_segment(group_len: usize) -> u32 {
+    let units = if group_len.is_multiple_of(8) {
+        group_len / 8
+    } else {
+        group_len
+    };
+    units.next_power_of_two().min(32) as u32
 }
 
 /// One thread per octet of eight codes, grid-stride beyond `MAX_BLOCKS` blocks.
