@@ -401,10 +401,49 @@ __device__ __forceinline__ QlFloatEnc ql_float_enc(uint32_t format, const float 
     return e;
 }
 
-// Each thread encodes octets o = i0/8 (grid-stride): eight consecutive weights, possibly of
-// two or more groups, into one little-endian word of eight `bits`-bit codes, stored as `bits`
-// bytes (ceil(count·bits/8) for a last, partial octet, its unused high bits 0 as in
-// `pack_fixed`).
+// Octet o = i0/8: eight consecutive weights, possibly of two or more groups, encoded into one
+// little-endian word of eight `bits`-bit codes, stored as `bits` bytes (ceil(count·bits/8)
+// for a last, partial octet, its unused high bits 0 as in `pack_fixed`).
+template <typename T, typename Enc>
+__device__ __forceinline__ void ql_encode_octet(const T *__restrict__ x, uint64_t n,
+                                                uint32_t bits, uint64_t group_len,
+                                                const Enc &enc, uint8_t *__restrict__ out,
+                                                uint64_t o, bool aligned) {
+    const uint64_t i0 = o * 8;
+    const uint32_t count = (uint32_t)min((uint64_t)8, n - i0);
+    QlOctet<T> buf;
+    if (count == 8 && aligned) {
+        buf = ql_load_octet(x + i0);
+    } else {
+        for (uint32_t k = 0; k < count; ++k) {
+            buf.v[k] = x[i0 + k];
+        }
+    }
+    uint64_t g = i0 / group_len;
+    uint64_t group_end = (g + 1) * group_len;
+    uint64_t word = 0;
+    for (uint32_t k = 0; k < count; ++k) {
+        if (i0 + k == group_end) {
+            // group_len >= 1: at most one boundary per element.
+            ++g;
+            group_end += group_len;
+        }
+        word |= (uint64_t)enc.code(to_f32(buf.v[k]), g) << (k * bits);
+    }
+    uint8_t *dst = out + o * bits;
+    if (count == 8 && bits == 8) {
+        *reinterpret_cast<uint64_t *>(dst) = word; // o·8: 8-byte aligned
+    } else if (count == 8 && bits == 4) {
+        *reinterpret_cast<uint32_t *>(dst) = (uint32_t)word; // o·4: 4-byte aligned
+    } else {
+        const uint32_t nbytes = (count * bits + 7) / 8;
+        for (uint32_t b = 0; b < nbytes; ++b) {
+            dst[b] = (uint8_t)(word >> (8 * b));
+        }
+    }
+}
+
+// Each thread encodes octets o, grid-stride.
 template <typename T, typename Enc>
 __device__ __forceinline__ void ql_encode_octets(const T *__restrict__ x, uint64_t n,
                                                  uint32_t bits, uint64_t group_len,
@@ -413,59 +452,93 @@ __device__ __forceinline__ void ql_encode_octets(const T *__restrict__ x, uint64
     const uint64_t octets = (n + 7) / 8;
     const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
     for (uint64_t o = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; o < octets; o += stride) {
-        const uint64_t i0 = o * 8;
-        const uint32_t count = (uint32_t)min((uint64_t)8, n - i0);
-        QlOctet<T> buf;
-        if (count == 8 && aligned) {
-            buf = ql_load_octet(x + i0);
-        } else {
-            for (uint32_t k = 0; k < count; ++k) {
-                buf.v[k] = x[i0 + k];
-            }
-        }
-        uint64_t g = i0 / group_len;
-        uint64_t group_end = (g + 1) * group_len;
-        uint64_t word = 0;
-        for (uint32_t k = 0; k < count; ++k) {
-            if (i0 + k == group_end) {
-                // group_len >= 1: at most one boundary per element.
-                ++g;
-                group_end += group_len;
-            }
-            word |= (uint64_t)enc.code(to_f32(buf.v[k]), g) << (k * bits);
-        }
-        uint8_t *dst = out + o * bits;
-        if (count == 8 && bits == 8) {
-            *reinterpret_cast<uint64_t *>(dst) = word; // o·8: 8-byte aligned
-        } else if (count == 8 && bits == 4) {
-            *reinterpret_cast<uint32_t *>(dst) = (uint32_t)word; // o·4: 4-byte aligned
-        } else {
-            const uint32_t nbytes = (count * bits + 7) / 8;
-            for (uint32_t b = 0; b < nbytes; ++b) {
-                dst[b] = (uint8_t)(word >> (8 * b));
-            }
-        }
+        ql_encode_octet<T>(x, n, bits, group_len, enc, out, o, aligned);
     }
 }
+
+// Midpoints of the groups a block's tile of octets touches, computed once per tile in shared
+// memory instead of once per weight and search step (NF4 g64: 15 per 64 weights against 4 per
+// weight); at most this many, else the tile searches with `QlTableEnc` as before.
+#define QL_S_MIDS 4096
+
+// `QlTableEnc` with the midpoints of groups g0 .. g0 + count − 1 read from shared memory
+// (`mids[(g − g0)·(len − 1) + j]` = the CPU's rounded-down midpoint of levels j and j + 1).
+struct QlTableEncCached {
+    const float *mids;
+    uint64_t g0;
+    uint32_t len;
+    uint32_t zero_code;
+    const float *scales;
+
+    __device__ __forceinline__ uint32_t code(float w, uint64_t g) const {
+        if (scales[g] == 0.0f) {
+            return zero_code;
+        }
+        const float *m = mids + (g - g0) * (len - 1);
+        uint32_t lo = 0, hi = len - 1;
+        while (lo < hi) {
+            const uint32_t mid = (lo + hi) >> 1;
+            if (w > m[mid]) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        return lo;
+    }
+};
 
 template <typename T>
 __device__ void ql_encode_table(const T *__restrict__ x, uint64_t n, uint32_t bits,
                                 uint64_t group_len, const float *__restrict__ table,
                                 uint32_t table_len, uint32_t zero_code,
                                 const float *__restrict__ scales, uint8_t *__restrict__ out) {
-    // The levels in shared memory (data-dependent indexing in the search); every thread
-    // reaches the barrier, the loop below has no early exit before it.
+    // The levels in shared memory (data-dependent indexing in the search), and the midpoints
+    // of the current tile's groups. Every thread reaches every barrier: the tile loop runs the
+    // same number of times for all threads of a block.
     __shared__ float stab[256];
+    __shared__ float smids[QL_S_MIDS];
     for (uint32_t i = threadIdx.x; i < table_len; i += blockDim.x) {
         stab[i] = table[i];
     }
-    __syncthreads();
-    QlTableEnc enc;
-    enc.tab = stab;
-    enc.len = table_len;
-    enc.zero_code = zero_code;
-    enc.scales = scales;
-    ql_encode_octets<T>(x, n, bits, group_len, enc, out);
+    QlTableEnc direct;
+    direct.tab = stab;
+    direct.len = table_len;
+    direct.zero_code = zero_code;
+    direct.scales = scales;
+    QlTableEncCached cached;
+    cached.mids = smids;
+    cached.len = table_len;
+    cached.zero_code = zero_code;
+    cached.scales = scales;
+    const bool aligned = (reinterpret_cast<uintptr_t>(x) % 16) == 0;
+    const uint64_t octets = (n + 7) / 8;
+    const uint32_t gaps = table_len - 1;
+    for (uint64_t base = (uint64_t)blockIdx.x * blockDim.x; base < octets;
+         base += (uint64_t)gridDim.x * blockDim.x) {
+        const uint64_t last = min(octets, base + blockDim.x) * 8; // one past the tile's last weight
+        const uint64_t g0 = base * 8 / group_len;
+        const uint64_t count = (min(last, n) - 1) / group_len - g0 + 1;
+        const bool use_cache = count * gaps <= QL_S_MIDS;
+        __syncthreads(); // the levels are loaded; the previous tile's readers are done
+        if (use_cache) {
+            for (uint32_t i = threadIdx.x; i < count * gaps; i += blockDim.x) {
+                const uint32_t j = i % gaps;
+                const float s = scales[g0 + i / gaps];
+                smids[i] = ql_midpoint_down(s, stab[j], stab[j + 1]);
+            }
+        }
+        __syncthreads();
+        const uint64_t o = base + threadIdx.x;
+        if (o < octets) {
+            if (use_cache) {
+                cached.g0 = g0;
+                ql_encode_octet<T>(x, n, bits, group_len, cached, out, o, aligned);
+            } else {
+                ql_encode_octet<T>(x, n, bits, group_len, direct, out, o, aligned);
+            }
+        }
+    }
 }
 
 template <typename T>
