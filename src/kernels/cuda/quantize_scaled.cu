@@ -411,24 +411,38 @@ __device__ __forceinline__ void ql_encode_octet(const T *__restrict__ x, uint64_
                                                 uint64_t o, bool aligned) {
     const uint64_t i0 = o * 8;
     const uint32_t count = (uint32_t)min((uint64_t)8, n - i0);
-    QlOctet<T> buf;
-    if (count == 8 && aligned) {
-        buf = ql_load_octet(x + i0);
-    } else {
-        for (uint32_t k = 0; k < count; ++k) {
-            buf.v[k] = x[i0 + k];
-        }
-    }
     uint64_t g = i0 / group_len;
     uint64_t group_end = (g + 1) * group_len;
     uint64_t word = 0;
-    for (uint32_t k = 0; k < count; ++k) {
-        if (i0 + k == group_end) {
-            // group_len >= 1: at most one boundary per element.
-            ++g;
-            group_end += group_len;
+    if (count == 8) {
+        // Constant indices only, so the octet stays in registers (a dynamic index put it in
+        // local memory).
+        QlOctet<T> buf;
+        if (aligned) {
+            buf = ql_load_octet(x + i0);
+        } else {
+#pragma unroll
+            for (uint32_t k = 0; k < 8; ++k) {
+                buf.v[k] = x[i0 + k];
+            }
         }
-        word |= (uint64_t)enc.code(to_f32(buf.v[k]), g) << (k * bits);
+#pragma unroll
+        for (uint32_t k = 0; k < 8; ++k) {
+            if (i0 + k == group_end) {
+                // group_len >= 1: at most one boundary per element.
+                ++g;
+                group_end += group_len;
+            }
+            word |= (uint64_t)enc.code(to_f32(buf.v[k]), g) << (k * bits);
+        }
+    } else {
+        for (uint32_t k = 0; k < count; ++k) {
+            if (i0 + k == group_end) {
+                ++g;
+                group_end += group_len;
+            }
+            word |= (uint64_t)enc.code(to_f32(x[i0 + k]), g) << (k * bits);
+        }
     }
     uint8_t *dst = out + o * bits;
     if (count == 8 && bits == 8) {
