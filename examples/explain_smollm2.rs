@@ -143,7 +143,7 @@ fn main() -> anyhow::Result<()> {
         let mut m = model.clone();
         let report = SequentialQuantization::new(q.as_ref())
             .calibration(calib_batches.clone())
-            .calibration_mode(CalibrationMode::FullPrecision)
+            .calibration_mode(CalibrationMode::Sequential)
             .store_as(StoreAs::FakeQuantized)
             .run(&mut m)?;
         let q_secs = t.elapsed().as_secs_f64();
