@@ -156,7 +156,7 @@ fn main() -> anyhow::Result<()> {
     .quantizers(quantizers)
     .perturbations(perturbations)
     .metrics(move |_, model, _| facts.columns(model))
-    .calibration_mode(CalibrationMode::FullPrecision)
+    .calibration_mode(CalibrationMode::Sequential)
     .seed(SEED)
     .on_progress(|e| on_event(&bar, e))
     .run()?;
