@@ -13,7 +13,7 @@ const KERNELS: &[&str] = &[
     "src/kernels/cuda/quantize_scaled.cu",
 ];
 /// Headers the kernels include.
-const HEADERS: &[&str] = &["src/kernels/cuda/int4.cuh"];
+const HEADERS: &[&str] = &["src/kernels/cuda/int4.cuh", "src/kernels/cuda/octet.cuh"];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -609,3 +609,47 @@ fn names_carry_a_non_default_scale_dtype() {
     assert_eq!(affine(ScaleDType::F32), "affine-w4-g32-s32");
     assert_eq!(affine(ScaleDType::BF16), "affine-w4-g32-sbf16");
 }
+
+/// A group whose absmax an f16 scale cannot hold is an error naming that group, for every
+/// absmax-scaled codebook quantizer (the scale is never silently infinite).
+#[test]
+fn an_absmax_beyond_the_scale_dtype_is_an_error_naming_the_group() {
+    // Row-major [2, 64] in groups of 32: groups 0, 1 and 3 are ordinary, group 2 (the first
+    // half of row 1) holds 1e6, beyond f16's 65504.
+    let mut v = vec![0.5f32; 128];
+    v[64 + 7] = 1e6;
+    let w = Tensor::from_vec(v, (2, 64), &Device::Cpu).unwrap();
+    let quantizers: Vec<Box<dyn Quantizer>> = vec![
+        Box::new(
+            Nf4Quantizer::new()
+                .block_size(32)
+                .with_scale_dtype(ScaleDType::F16),
+        ),
+        Box::new(
+            CompandingQuantizer::new(4)
+                .unwrap()
+                .per_group(32)
+                .with_scale_dtype(ScaleDType::F16),
+        ),
+        Box::new(
+            KMeansQuantizer::new(4)
+                .unwrap()
+                .scaled_per_group(32)
+                .with_scale_dtype(ScaleDType::F16),
+        ),
+    ];
+    for q in &quantizers {
+        match q.quantize(&w, None) {
+            Err(Error::ScaleOutOfRange { group, scale, .. }) => {
+                assert_eq!(group, 2, "{}", q.name());
+                assert_eq!(scale, 1e6, "{}", q.name());
+            }
+            other => panic!("{}: expected ScaleOutOfRange, got {other:?}", q.name()),
+        }
+    }
+    // A hundredth of the weights fits: the same quantizers succeed.
+    let w_ok = (w.clone() * 1e-2).unwrap();
+    for q in &quantizers {
+        assert!(q.quantize(&w_ok, None).is_ok(), "{}", q.name());
+    }
+}

@@ -4,10 +4,9 @@
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{absmax, encode_groups};
+use crate::kernels::cpu::table::{absmax_scale, encode_groups};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage};
-use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
@@ -130,12 +129,7 @@ impl Quantizer for CompandingQuantizer {
         let (mid, qmax, p) = (1i32 << (self.bits - 1), self.qmax(), self.exponent);
         let dtype = self.scale_dtype;
         let encoded = encode_groups(weight, group_len, |g, x, codes| {
-            let absmax = absmax(x);
-            let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-                group: g,
-                scale: absmax,
-                dtype,
-            })?;
+            let scale = absmax_scale(g, x, dtype)?;
             for (c, &w) in codes.iter_mut().zip(x) {
                 let q = if scale > 0.0 {
                     let u = w as f64 / scale as f64;

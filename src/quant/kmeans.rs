@@ -4,10 +4,9 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{absmax, check_finite, encode_groups_f32};
+use crate::kernels::cpu::table::{absmax_scale, check_finite, encode_groups_f32};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
-use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::Scales;
@@ -362,14 +361,7 @@ impl Quantizer for KMeansQuantizer {
         let scales: Vec<f32> = x
             .chunks(scale_len)
             .enumerate()
-            .map(|(g, v)| {
-                let absmax = absmax(v);
-                store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-                    group: g,
-                    scale: absmax,
-                    dtype,
-                })
-            })
+            .map(|(g, v)| absmax_scale(g, v, dtype))
             .collect::<Result<_>>()?;
         let k = 1usize << self.bits;
         let per_run = run_len / scale_len;

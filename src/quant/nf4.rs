@@ -2,12 +2,11 @@
 
 use candle_core::Tensor;
 
-use crate::error::{Error, Result};
-use crate::kernels::cpu::table::{GroupCodes, absmax, encode_groups};
+use crate::error::Result;
+use crate::kernels::cpu::table::{GroupCodes, absmax, absmax_scale, encode_groups};
 use crate::kernels::{self, TableJob, TableParts, TableScaling};
 use crate::quant::calibration::Calibration;
 use crate::quant::codebook::{Codebook, LevelStorage, encode_nearest};
-use crate::quant::grid::store_scale_up;
 use crate::quant::packing::PackedCodes;
 use crate::quant::quantizer::Quantizer;
 use crate::quant::scales::{DoubleQuantScales, Scales};
@@ -148,12 +147,7 @@ pub(crate) fn encode_absmax_blocks(
     };
     kernels::quantize_table(weight, &job, |weight| {
         let encoded = encode_groups(weight, group_len, |g, x, codes| {
-            let absmax = absmax(x);
-            let scale = store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
-                group: g,
-                scale: absmax,
-                dtype,
-            })?;
+            let scale = absmax_scale(g, x, dtype)?;
             encode_block(scale, table, zero_code, x, codes);
             Ok(scale)
         })?;

@@ -6,6 +6,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernels::host::with_host_slice;
+use crate::quant::ScaleDType;
+use crate::quant::grid::store_scale_up;
 
 /// Codes (one byte each, not yet packed) and one scale per group.
 pub(crate) struct GroupCodes {
@@ -90,6 +92,17 @@ pub(crate) fn check_finite(x: &[f32]) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// The absmax scale of group `group` (values `x`) rounded up to `dtype`, or the error naming
+/// the group when its dtype cannot hold it (the scale rule of NF4, companding and k-means).
+pub(crate) fn absmax_scale(group: usize, x: &[f32], dtype: ScaleDType) -> Result<f32> {
+    let absmax = absmax(x);
+    store_scale_up(absmax, dtype).ok_or(Error::ScaleOutOfRange {
+        group,
+        scale: absmax,
+        dtype,
+    })
 }
 
 /// `max |x|` (0 for an empty or all-zero slice), eight lanes at a time so it vectorises.

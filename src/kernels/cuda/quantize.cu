@@ -15,6 +15,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "octet.cuh"
+
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -182,22 +184,6 @@ QUANT_KERNELS(bf16, __nv_bfloat16)
 // Chunks of eight weights a lane keeps in registers between the two passes; longer groups
 // re-read the rest (it is still in L1/L2: the same warp read it microseconds before).
 #define QL_Q_CACHED 4
-
-template <typename T> union QlOctet {
-    T v[8];
-    uint4 u[sizeof(T) / 2];
-};
-
-template <typename T>
-__device__ __forceinline__ QlOctet<T> ql_load_octet(const T *__restrict__ p) {
-    QlOctet<T> o;
-    const uint4 *src = reinterpret_cast<const uint4 *>(p);
-#pragma unroll
-    for (int w = 0; w < (int)(sizeof(T) / 2); ++w) {
-        o.u[w] = __ldg(src + w);
-    }
-    return o;
-}
 
 // `round_to_i32` of src/quant/grid.rs: the 1.5·2^23 trick, round-half-to-even.
 __device__ __forceinline__ int32_t ql_rne(float t) {

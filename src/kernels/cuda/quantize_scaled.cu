@@ -22,6 +22,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "octet.cuh"
+
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -39,23 +41,6 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162flo
 
 // Threads per block of every kernel here; `BLOCK` in quantize_scaled.rs must equal it.
 #define QL_S_THREADS 256
-
-template <typename T> union QlOctet {
-    T v[8];
-    uint4 u[sizeof(T) / 2];
-};
-
-// Eight consecutive weights by 16-byte loads; `p` must be 16-byte aligned.
-template <typename T>
-__device__ __forceinline__ QlOctet<T> ql_load_octet(const T *__restrict__ p) {
-    QlOctet<T> o;
-    const uint4 *src = reinterpret_cast<const uint4 *>(p);
-#pragma unroll
-    for (int w = 0; w < (int)(sizeof(T) / 2); ++w) {
-        o.u[w] = __ldg(src + w);
-    }
-    return o;
-}
 
 // `pow2` of src/kernels/scaled.rs: 2^k for k in [-149, 127], from its bits.
 __device__ __forceinline__ float ql_pow2(int k) {
