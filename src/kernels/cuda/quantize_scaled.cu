@@ -189,20 +189,11 @@ __device__ void ql_absmax_warp(const T *__restrict__ x, uint64_t group_len, uint
     }
 }
 
-// One block per group, for groups longer than 4096 elements.
-template <typename T>
-__device__ void ql_absmax_block(const T *__restrict__ x, uint64_t group_len, uint32_t rule,
-                                uint32_t dtype, float max_finite, int emax, float *scales,
-                                uint8_t *zero, uint32_t *status) {
+// The block's (max |w|, not finite) pairs folded by a shared-memory tree; afterwards every
+// thread's `amax` and `bad` hold the block's result.
+__device__ __forceinline__ void ql_block_fold(float &amax, int &bad) {
     __shared__ float samax[QL_S_THREADS];
     __shared__ int sbad[QL_S_THREADS];
-    const uint64_t g = blockIdx.x;
-    const T *xg = x + g * group_len;
-    float amax = 0.0f;
-    int bad = 0;
-    for (uint64_t i = threadIdx.x; i < group_len; i += blockDim.x) {
-        ql_fold(to_f32(xg[i]), amax, bad);
-    }
     samax[threadIdx.x] = amax;
     sbad[threadIdx.x] = bad;
     __syncthreads();
@@ -213,9 +204,25 @@ __device__ void ql_absmax_block(const T *__restrict__ x, uint64_t group_len, uin
         }
         __syncthreads();
     }
+    amax = samax[0];
+    bad = sbad[0];
+}
+
+// One block per group, for groups longer than 4096 elements.
+template <typename T>
+__device__ void ql_absmax_block(const T *__restrict__ x, uint64_t group_len, uint32_t rule,
+                                uint32_t dtype, float max_finite, int emax, float *scales,
+                                uint8_t *zero, uint32_t *status) {
+    const uint64_t g = blockIdx.x;
+    const T *xg = x + g * group_len;
+    float amax = 0.0f;
+    int bad = 0;
+    for (uint64_t i = threadIdx.x; i < group_len; i += blockDim.x) {
+        ql_fold(to_f32(xg[i]), amax, bad);
+    }
+    ql_block_fold(amax, bad);
     if (threadIdx.x == 0) {
-        ql_group_scale(samax[0], sbad[0], rule, dtype, max_finite, emax, g, scales, zero,
-                       status);
+        ql_group_scale(amax, bad, rule, dtype, max_finite, emax, g, scales, zero, status);
     }
 }
 
@@ -228,8 +235,6 @@ template <typename T>
 __device__ void ql_absmax_part(const T *__restrict__ x, uint64_t group_len,
                                uint32_t *__restrict__ amax_bits,
                                uint32_t *__restrict__ bad_flags) {
-    __shared__ float samax[QL_S_THREADS];
-    __shared__ int sbad[QL_S_THREADS];
     const uint64_t g = blockIdx.y;
     const T *xg = x + g * group_len;
     float amax = 0.0f;
@@ -238,19 +243,10 @@ __device__ void ql_absmax_part(const T *__restrict__ x, uint64_t group_len,
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < group_len; i += stride) {
         ql_fold(to_f32(xg[i]), amax, bad);
     }
-    samax[threadIdx.x] = amax;
-    sbad[threadIdx.x] = bad;
-    __syncthreads();
-    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            samax[threadIdx.x] = fmaxf(samax[threadIdx.x], samax[threadIdx.x + s]);
-            sbad[threadIdx.x] |= sbad[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
+    ql_block_fold(amax, bad);
     if (threadIdx.x == 0) {
-        atomicMax(amax_bits + g, __float_as_uint(samax[0]));
-        if (sbad[0]) {
+        atomicMax(amax_bits + g, __float_as_uint(amax));
+        if (bad) {
             atomicOr(bad_flags + g, 1u);
         }
     }

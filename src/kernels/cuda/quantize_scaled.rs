@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Storage, Tensor};
@@ -315,7 +315,6 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
     let mut zero = unsafe { dev.alloc::<u8>(groups) }?;
     let mut status = dev.alloc_zeros::<u32>(1)?;
     let group_len = src.group_len as u64;
-    let (rule_id, dtype, max_finite, emax) = (rule.id, rule.dtype, rule.max_finite, rule.emax);
     if src.group_len <= WARP_GROUP_MAX {
         let seg = warp_segment(src.group_len);
         let per_block = (BLOCK / 32 * (32 / seg)) as usize;
@@ -326,17 +325,8 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         let f =
             dev.get_or_load_custom_func(&format!("ql_scaled_absmax_warp_{suffix}"), MODULE, PTX)?;
         let mut b = f.builder();
-        b.arg(x)
-            .arg(&group_len)
-            .arg(&groups_u64)
-            .arg(&seg)
-            .arg(&rule_id)
-            .arg(&dtype)
-            .arg(&max_finite)
-            .arg(&emax)
-            .arg(&mut scales)
-            .arg(&mut zero)
-            .arg(&mut status);
+        b.arg(x).arg(&group_len).arg(&groups_u64).arg(&seg);
+        push_rule_and_outputs(&mut b, &rule, &mut scales, &mut zero, &mut status);
         let cfg = launch_1d(blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_warp_*`; the `seg` lanes
         // of group g < groups read elements g·group_len .. (g+1)·group_len ≤ n and one of
@@ -370,16 +360,8 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         let groups_u64 = groups as u64;
         let f = dev.get_or_load_custom_func("ql_scaled_absmax_finish", MODULE, PTX)?;
         let mut b = f.builder();
-        b.arg(&bits)
-            .arg(&bad)
-            .arg(&groups_u64)
-            .arg(&rule_id)
-            .arg(&dtype)
-            .arg(&max_finite)
-            .arg(&emax)
-            .arg(&mut scales)
-            .arg(&mut zero)
-            .arg(&mut status);
+        b.arg(&bits).arg(&bad).arg(&groups_u64);
+        push_rule_and_outputs(&mut b, &rule, &mut scales, &mut zero, &mut status);
         let cfg = launch_1d(finish_blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_finish`; thread g < groups
         // reads index g of `bits` and `bad` and writes index g of `scales` and `zero`.
@@ -391,15 +373,8 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         let f =
             dev.get_or_load_custom_func(&format!("ql_scaled_absmax_block_{suffix}"), MODULE, PTX)?;
         let mut b = f.builder();
-        b.arg(x)
-            .arg(&group_len)
-            .arg(&rule_id)
-            .arg(&dtype)
-            .arg(&max_finite)
-            .arg(&emax)
-            .arg(&mut scales)
-            .arg(&mut zero)
-            .arg(&mut status);
+        b.arg(x).arg(&group_len);
+        push_rule_and_outputs(&mut b, &rule, &mut scales, &mut zero, &mut status);
         let cfg = launch_1d(blocks, BLOCK);
         // SAFETY: argument types and order match `ql_scaled_absmax_block_*`; block g reads
         // elements g·group_len .. (g+1)·group_len ≤ n and writes index g of each output.
@@ -410,6 +385,24 @@ fn launch_absmax<T: CudaDType + DeviceRepr>(
         zero,
         status,
     }))
+}
+
+/// The arguments every scale-deriving absmax kernel (`warp`, `block`, `finish`) ends with:
+/// the rule (`rule, dtype, max_finite, emax`), then `scales`, `zero` and `status`.
+fn push_rule_and_outputs<'a>(
+    b: &mut LaunchArgs<'a>,
+    rule: &'a Rule,
+    scales: &'a mut CudaSlice<f32>,
+    zero: &'a mut CudaSlice<u8>,
+    status: &'a mut CudaSlice<u32>,
+) {
+    b.arg(&rule.id)
+        .arg(&rule.dtype)
+        .arg(&rule.max_finite)
+        .arg(&rule.emax)
+        .arg(scales)
+        .arg(zero)
+        .arg(status);
 }
 
 /// Lanes per group of `ql_scaled_absmax_warp_*`: one per octet (or per element when the
