@@ -1,10 +1,15 @@
-// Eight consecutive weights of any element type as one unit: the quantize kernels read them
-// with 16-byte vector loads (one for bf16/f16, two for f32).
+// Weight access shared by the quantize kernels: widening one weight to f32, and eight
+// consecutive weights as one unit read with 16-byte vector loads (one for bf16/f16, two for f32).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+
+// One weight widened to f32.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 template <typename T> union QlOctet {
     T v[8];

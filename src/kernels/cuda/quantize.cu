@@ -17,10 +17,6 @@
 
 #include "octet.cuh"
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 #define MINMAX_THREADS 256
 
 // One block per group of `group_len` consecutive elements.

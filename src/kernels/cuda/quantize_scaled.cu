@@ -24,10 +24,6 @@
 
 #include "octet.cuh"
 
-__device__ __forceinline__ float to_f32(float v) { return v; }
-__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
-
 // Scale rules (the `rule` argument).
 #define QL_RULE_TABLE 0 // NF4/NormalFloat: store_scale_up(absmax, dtype)
 #define QL_RULE_FLOAT 1 // GroupScale::new, Scaling::Absmax: store_scale_up(absmax / max_finite)
